@@ -1,0 +1,2 @@
+"""bayes_recon."""
+__version__ = "0.1.0"

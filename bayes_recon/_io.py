@@ -1,0 +1,56 @@
+"""Atomic file writing for run outputs (temp file in the same folder + rename)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def _atomic(path: Path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json(path, data: dict) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
+    text = json.dumps(data, indent=2, sort_keys=True, default=float).encode()
+    return _atomic(path, lambda fh: fh.write(text))
+
+
+def write_npy(path, array) -> Path:
+    """Write a numpy array (``.npy``), atomically."""
+    return _atomic(path, lambda fh: np.save(fh, np.asarray(array)))
+
+
+def write_png(path, image, vmin: float | None = None, vmax: float | None = None,
+              cmap: str = "gray") -> Path:
+    """Write a 2-D array as a PNG (grayscale by default), atomically."""
+    import matplotlib.pyplot as plt
+
+    image = np.asarray(image, dtype=float)
+    if image.ndim == 3:
+        image = image[0]
+    lo = float(image.min()) if vmin is None else vmin
+    hi = float(image.max()) if vmax is None else vmax
+    return _atomic(path, lambda fh: plt.imsave(fh, image, vmin=lo, vmax=max(hi, lo + 1e-12),
+                                               cmap=cmap, format="png"))
+
+
+def write_text(path, text: str) -> Path:
+    """Write UTF-8 text, atomically."""
+    data = text.encode()
+    return _atomic(path, lambda fh: fh.write(data))

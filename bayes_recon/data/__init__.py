@@ -1,0 +1,23 @@
+"""Datasets that ship with the package's dependencies, and measurement simulation.
+
+Nothing here touches the network: digits come from scikit-learn, photographs
+and the Shepp-Logan phantom from scikit-image, ellipses are generated.
+"""
+
+from .digits import digits
+from .ellipses import ellipses
+from .patches import NATURAL_TEST_IMAGES, NATURAL_TRAIN_IMAGES, natural_patches
+from .phantoms import shepp_logan
+from .simulate import Measurement, ZeroSignalWarning, simulate
+
+__all__ = [
+    "digits",
+    "ellipses",
+    "shepp_logan",
+    "natural_patches",
+    "NATURAL_TRAIN_IMAGES",
+    "NATURAL_TEST_IMAGES",
+    "simulate",
+    "Measurement",
+    "ZeroSignalWarning",
+]

@@ -1,0 +1,33 @@
+"""bayes_recon.diagnostics: ArviZ export, calibration metrics and plots.
+
+Diagnostics know nothing about how samples were made, only the ``Posterior``
+(or ``arviz.InferenceData``) they are handed.
+"""
+
+from .arviz_export import to_arviz
+from .calibration import DEFAULT_LEVELS, CalibrationReport, calibration
+from .metrics import CalibrationWarning
+from .plots import (
+    plot_calibration_curve,
+    plot_error_vs_std,
+    plot_pit,
+    plot_rank,
+    plot_reconstruction,
+    plot_sparsification,
+    plot_trace,
+)
+
+__all__ = [
+    "to_arviz",
+    "calibration",
+    "CalibrationReport",
+    "CalibrationWarning",
+    "DEFAULT_LEVELS",
+    "plot_reconstruction",
+    "plot_calibration_curve",
+    "plot_pit",
+    "plot_error_vs_std",
+    "plot_sparsification",
+    "plot_trace",
+    "plot_rank",
+]

@@ -1,0 +1,51 @@
+"""Forward models ``A`` with exact adjoints, and classical reconstructions.
+
+Every operator maps real images ``(B, C, H, W)`` to measurements
+``(B, *range_shape)`` and back with an exact adjoint (see
+:class:`LinearOperator`).
+"""
+
+from .base import AdjointOperator, LinearOperator, adjointness_error
+from .cg import CGConvergenceWarning, CGResult, conjugate_gradient
+from .classical import (
+    image_divergence,
+    image_gradient,
+    rough_reconstruction,
+    tikhonov,
+    total_variation,
+    tv_reconstruction,
+)
+from .mri import MRI, cartesian_mask, radial_mask
+from .simple import Blur, Downsampling, Identity, Inpainting, MatrixOperator, gaussian_kernel
+
+
+__all__ = [
+    "LinearOperator",
+    "AdjointOperator",
+    "adjointness_error",
+    "MRI",
+    "radial_mask",
+    "cartesian_mask",
+    "Blur",
+    "gaussian_kernel",
+    "Inpainting",
+    "Downsampling",
+    "Identity",
+    "MatrixOperator",
+    "conjugate_gradient",
+    "CGResult",
+    "CGConvergenceWarning",
+    "tikhonov",
+    "rough_reconstruction",
+    "tv_reconstruction",
+    "total_variation",
+    "image_gradient",
+    "image_divergence",
+]
+
+try:  # TEMPORARY while the CT module is being written
+    from .ct import ParallelBeamCT  # noqa: F401
+
+    __all__.append("ParallelBeamCT")
+except ImportError:  # pragma: no cover
+    pass

@@ -1,0 +1,1 @@
+"""bayes_recon.pretrained (exports are added as modules land)."""

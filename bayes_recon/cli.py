@@ -15,11 +15,11 @@ import torch
 
 from . import __version__
 from ._io import write_json, write_npy, write_png
-from .data import digits, ellipses, shepp_logan, simulate
+from .data import PROBLEMS, digits, ellipses, shepp_logan, simulate
 from .metrics import psnr, ssim
 from .operators import tikhonov, tv_reconstruction
 
-PROBLEMS = ("ct", "mri", "denoise", "deblur", "inpaint", "superres")
+
 
 CLASSICAL_METHODS = ("fbp", "adjoint", "tikhonov", "tv")
 IMAGES = ("shepp_logan", "digit", "ellipse")
@@ -36,9 +36,14 @@ def load_image(name: str, size: int, index: int = 0) -> torch.Tensor:
     raise ValueError(f"image must be one of {list(IMAGES)}, got {name!r}")
 
 
-def classical_reconstruction(method: str, op, y: torch.Tensor, tikhonov_weight: float,
-                             tv_weight: float, tv_iterations: int, progress: bool):
-    """Run one classical method; returns ``(B, C, H, W)``."""
+def classical_reconstruction(method: str, op, y: torch.Tensor, noise_std: float,
+                             tikhonov_weight: float, tv_weight: float, tv_iterations: int,
+                             progress: bool):
+    """Run one classical method; returns ``(B, C, H, W)``.
+
+    Weights are relative: Tikhonov ``weight · ||A||²``, TV ``weight · σ · ||A||``,
+    so one default works across problem sizes and noise levels.
+    """
     if method == "fbp":
         if not hasattr(op, "fbp"):
             raise ValueError(f"method 'fbp' needs a CT problem, got {type(op).__name__}")
@@ -46,10 +51,10 @@ def classical_reconstruction(method: str, op, y: torch.Tensor, tikhonov_weight: 
     if method == "adjoint":
         return op.adjoint(y)
     if method == "tikhonov":
-        return tikhonov(op, y, weight=tikhonov_weight)
+        return tikhonov(op, y, weight=tikhonov_weight * op.norm() ** 2)
     if method == "tv":
-        return tv_reconstruction(op, y, weight=tv_weight, iterations=tv_iterations,
-                                 progress=progress)
+        return tv_reconstruction(op, y, weight=tv_weight * noise_std * op.norm(),
+                                 iterations=tv_iterations, progress=progress)
     raise ValueError(f"method must be one of {list(CLASSICAL_METHODS)}, got {method!r}")
 
 
@@ -74,7 +79,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     truth = load_image(args.image, args.size, args.index)
     meas = simulate(op, truth, relative_noise=args.noise, seed=args.seed)
     start = time.perf_counter()
-    x = classical_reconstruction(args.method, op, meas.y, args.tikhonov_weight,
+    x = classical_reconstruction(args.method, op, meas.y, meas.noise_std, args.tikhonov_weight,
                                  args.tv_weight, args.tv_iterations, not args.no_progress)
     elapsed = time.perf_counter() - start
     out = Path(args.out)
@@ -156,9 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "reconstruct it; writes PNG, .npy and metrics.json to --out.")
     _add_problem_arguments(rec)
     rec.add_argument("--method", choices=CLASSICAL_METHODS, default="tv")
-    rec.add_argument("--tikhonov-weight", type=float, default=1.0)
+    rec.add_argument("--tikhonov-weight", type=float, default=0.01,
+                     help="Tikhonov weight in units of ||A||^2")
     rec.add_argument("--tv-weight", type=float, default=0.05,
-                     help="TV weight relative to the data term 1/2||Ax-y||^2")
+                     help="TV weight in units of noise_std * ||A|| (data term 1/2||Ax-y||^2)")
     rec.add_argument("--tv-iterations", type=int, default=1000)
     rec.add_argument("--out", required=True, help="output folder")
     rec.add_argument("--no-progress", action="store_true", help="hide progress bars")

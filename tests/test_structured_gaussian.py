@@ -201,7 +201,15 @@ def test_log_prob_and_matvec_gradients_pass_gradcheck():
 
     assert torch.autograd.gradcheck(lp, leaves, eps=1e-6, atol=1e-7)
     assert torch.autograd.gradcheck(mv, leaves[1:], eps=1e-6, atol=1e-7)
-    assert torch.autograd.gradgradcheck(mv, leaves[1:], eps=1e-6, atol=1e-6)
+    # Second derivatives (e.g. Hessian-vector products of log_prob), on a smaller case.
+    _, ld2, off2 = _params((), 2, 3, 2, 1, seed=17)
+    x2 = torch.randn(1, 2, 3, 2, dtype=DT, generator=torch.Generator().manual_seed(3))
+
+    def mv2(ld, off, x):
+        return StructuredGaussian(torch.zeros_like(ld), ld, off, radius=1).precision_matvec(x)
+
+    small = [t.clone().requires_grad_() for t in (ld2, off2, x2)]
+    assert torch.autograd.gradgradcheck(mv2, small, eps=1e-6, atol=1e-6)
 
 
 def test_scipy_gradients_match_dense_autograd():
@@ -378,6 +386,8 @@ def test_bad_parameters():
         args[pos].view(-1)[3] = float("nan") if pos != 2 else float("inf")
         with pytest.raises(ValueError, match=f"{name} contains NaN or inf"):
             StructuredGaussian(*args, radius=2)
+    with pytest.raises(ValueError, match="log_diag must lie within"):
+        StructuredGaussian(loc.float(), 50 + ld.float(), off.float(), radius=2)  # exp(100) > float32 max
     with pytest.raises(TypeError, match="loc must be a torch.Tensor"):
         StructuredGaussian(loc.numpy(), ld, off, radius=2)
     with pytest.raises(TypeError, match="log_diag must be a real floating"):
@@ -390,6 +400,15 @@ def test_bad_parameters():
         StructuredGaussian(loc, ld, off, radius=-1)
     with pytest.raises(ValueError, match="solver must be one of"):
         StructuredGaussian(loc, ld, off, radius=2, solver="cholmod")
+
+
+def test_ill_conditioned_factor_raises_instead_of_returning_inf():
+    # Weights 1e3 x the diagonal along a 400-pixel row: back-substitution grows like 1e3^400.
+    h, w = 1, 400
+    d = StructuredGaussian(torch.zeros(1, h, w, dtype=DT), torch.zeros(1, h, w, dtype=DT),
+                           torch.full((4, h, w), 1e3, dtype=DT), radius=1)
+    with pytest.raises(FloatingPointError, match="ill-conditioned"):
+        d.sample((2,))
 
 
 def test_bad_method_arguments():

@@ -8,6 +8,8 @@ from .digits import digits
 from .ellipses import ellipses
 from .patches import NATURAL_TEST_IMAGES, NATURAL_TRAIN_IMAGES, natural_patches
 from .phantoms import shepp_logan
+from .prior_sets import PRIOR_DATASETS, PriorData, prior_training_data
+from .problems import PROBLEMS, ProblemConfig, build_operator
 from .simulate import Measurement, ZeroSignalWarning, simulate
 
 __all__ = [
@@ -20,4 +22,10 @@ __all__ = [
     "simulate",
     "Measurement",
     "ZeroSignalWarning",
+    "ProblemConfig",
+    "build_operator",
+    "PROBLEMS",
+    "prior_training_data",
+    "PriorData",
+    "PRIOR_DATASETS",
 ]

@@ -16,7 +16,7 @@ from .stencil import (
     num_offdiag,
     num_spatial_offdiag,
 )
-from .triangular_solve import DENSE_MAX_PIXELS, SOLVERS, dense_cholesky, solve_cholesky
+from .triangular_solve import SOLVERS, dense_cholesky, solve_cholesky
 from .variance import correlation_map, marginal_variance
 
 __all__ = ["LOG_DIAG_BOUND", "soft_clip_log_diag", "StructuredGaussian"]
@@ -99,8 +99,9 @@ class StructuredGaussian(TorchDistribution):
         Stencil radius ``r >= 0`` (0: a diagonal precision).
     validate_args : bool, optional
         As in :mod:`torch.distributions`; when on (the default), non-finite
-        parameters raise ``ValueError`` and samples passed to ``log_prob`` are
-        checked. Shapes are always checked.
+        parameters and ``|log_diag|`` beyond ``½ log(finfo.max)`` (44 in float32)
+        raise ``ValueError``, and samples passed to ``log_prob`` are checked.
+        Shapes are always checked.
     solver : {"scipy", "dense"}
         Triangular solves for sampling: ``"scipy"`` (sparse, CPU, any size —
         results return to the device of ``loc``) or ``"dense"`` (torch, any
@@ -153,6 +154,15 @@ class StructuredGaussian(TorchDistribution):
             for name, t in (("loc", loc), ("log_diag", log_diag), ("off_diag", off_diag)):
                 if not bool(torch.isfinite(t).all()):
                     raise ValueError(f"{name} contains NaN or inf entries")
+            # exp(2 l) enters the precision: beyond this bound it overflows the dtype.
+            limit = 0.5 * math.log(torch.finfo(loc.dtype).max)
+            max_abs = float(log_diag.detach().abs().max()) if log_diag.numel() else 0.0
+            if max_abs > limit:
+                raise ValueError(
+                    f"log_diag must lie within ±{limit:.1f} for {loc.dtype} (exp(2*log_diag) "
+                    f"overflows beyond), got max |log_diag| = {max_abs:.3g}; "
+                    "bound it with soft_clip_log_diag"
+                )
         super().__init__(loc.shape[:-3], loc.shape[-3:], validate_args=validate_args)
 
     def _flat_off_diag(self, off: torch.Tensor) -> torch.Tensor:

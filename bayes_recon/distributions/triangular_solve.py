@@ -191,6 +191,16 @@ def _scipy_solve(mats, dinv, rhs: np.ndarray, transpose: bool) -> np.ndarray:
     return out
 
 
+def _check_finite(sol: np.ndarray) -> None:
+    # Back-substitution can grow geometrically when off-diagonal weights dwarf
+    # the diagonal; report that instead of handing back inf/NaN samples.
+    if not np.isfinite(sol).all():
+        raise FloatingPointError(
+            "sparse triangular solve with U overflowed (non-finite result): the factor is too "
+            "ill-conditioned — off-diagonal weights far larger than exp(log_diag)"
+        )
+
+
 class _TriangularSolve(torch.autograd.Function):
     """``U⁻¹ rhs`` (or ``U⁻ᵀ rhs``) by scipy, with gradients for rhs and the parameters."""
 
@@ -202,6 +212,7 @@ class _TriangularSolve(torch.autograd.Function):
         mats, dinv = _build_unit_factors(log_diag, off_diag, radius)
         arr = _to_numpy(rhs).reshape(-1, nb, n)
         sol = _scipy_solve(mats, dinv, arr, transpose)
+        _check_finite(sol)
         out = torch.from_numpy(sol).to(device=rhs.device, dtype=rhs.dtype).reshape(rhs.shape)
         ctx.mats, ctx.dinv = mats, dinv
         ctx.radius, ctx.transpose, ctx.n_sample, ctx.nb = radius, transpose, n_sample, nb
@@ -215,6 +226,7 @@ class _TriangularSolve(torch.autograd.Function):
         n = log_diag.shape[-3:].numel()
         arr = _to_numpy(grad).reshape(-1, ctx.nb, n)
         a = _scipy_solve(ctx.mats, ctx.dinv, arr, not ctx.transpose)
+        _check_finite(a)
         a = torch.from_numpy(a).to(device=grad.device, dtype=grad.dtype).reshape(grad.shape)
         grad_l = grad_off = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:

@@ -15,7 +15,9 @@ from .classical import (
     total_variation,
     tv_reconstruction,
 )
+from .ct import ParallelBeamCT, joseph_matrix, ramp_filter
 from .mri import MRI, cartesian_mask, radial_mask
+from .sparse import SparseMatrix
 from .simple import Blur, Downsampling, Identity, Inpainting, MatrixOperator, gaussian_kernel
 
 
@@ -23,6 +25,9 @@ __all__ = [
     "LinearOperator",
     "AdjointOperator",
     "adjointness_error",
+    "ParallelBeamCT",
+    "joseph_matrix",
+    "ramp_filter",
     "MRI",
     "radial_mask",
     "cartesian_mask",
@@ -32,6 +37,7 @@ __all__ = [
     "Downsampling",
     "Identity",
     "MatrixOperator",
+    "SparseMatrix",
     "conjugate_gradient",
     "CGResult",
     "CGConvergenceWarning",
@@ -43,9 +49,3 @@ __all__ = [
     "image_divergence",
 ]
 
-try:  # TEMPORARY while the CT module is being written
-    from .ct import ParallelBeamCT  # noqa: F401
-
-    __all__.append("ParallelBeamCT")
-except ImportError:  # pragma: no cover
-    pass

@@ -134,6 +134,8 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
         "command": "bayes-recon train-prior " + " ".join(args.argv),
         "dataset": args.dataset,
         "split": data.split,
+        "seed": args.seed,
+        "num_patches": args.num_patches,
         "train_bpp": evaluate_nll(result.model, data.train, seed=args.seed),
         "val_bpp": evaluate_nll(result.model, data.val, seed=args.seed),
         "test_bpp": evaluate_nll(result.model, data.test, seed=args.seed),

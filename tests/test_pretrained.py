@@ -1,0 +1,64 @@
+"""Shipped priors: they load in one line and reproduce their recorded held-out NLL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import bayes_recon
+from bayes_recon.data import prior_training_data
+from bayes_recon.models import available_priors, evaluate_nll, load_pretrained
+from bayes_recon.models.introspection import (
+    plot_correlations,
+    plot_mean_and_std,
+    plot_prior_samples,
+)
+
+SHIPPED = ["digits-supn", "digits-diagonal", "digits-identity", "patches-supn"]
+FOLDER = Path(bayes_recon.__file__).parent / "pretrained"
+
+
+def test_all_priors_are_shipped_and_small():
+    assert set(SHIPPED) <= set(available_priors())
+    for name in SHIPPED:
+        size = (FOLDER / f"{name}.safetensors").stat().st_size
+        assert size < 5 * 2**20, (name, size)
+        assert (FOLDER / f"{name}.json").is_file()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_reproduces_recorded_test_nll(name):
+    model = load_pretrained(name)
+    meta = model.metadata
+    assert {"command", "train_bpp", "val_bpp", "test_bpp", "split"} <= set(meta)
+    data = prior_training_data(meta["dataset"], size=model.config.image_size,
+                               num_patches=meta["num_patches"], seed=meta["seed"])
+    test_bpp = evaluate_nll(model, data.test, seed=meta["seed"])
+    # Same seed, same data, same weights: only float summation order may differ.
+    assert test_bpp == pytest.approx(meta["test_bpp"], rel=0.01)
+
+
+def test_structured_beats_diagonal_beats_identity_held_out():
+    data = prior_training_data("digits")
+    bpp = {n: evaluate_nll(load_pretrained(n), data.test)
+           for n in ("digits-supn", "digits-diagonal", "digits-identity")}
+    assert bpp["digits-supn"] < bpp["digits-diagonal"] < bpp["digits-identity"], bpp
+
+
+def test_unknown_prior_name():
+    with pytest.raises(ValueError, match="name must be one of"):
+        load_pretrained("mnist-supn")
+
+
+def test_introspection_figures():
+    model = load_pretrained("digits-supn")
+    assert len(plot_prior_samples(model, num=4).axes) == 8
+    fig = plot_correlations(model, [(14, 14), (5, 20)])
+    assert len(fig.axes) == 4  # mean, two maps, colour bar
+    assert len(plot_mean_and_std(model).axes) == 3
+    z = torch.zeros(1, model.config.latent_dim)
+    corr = model.decode(z).correlation_map((0, 14, 14)).reshape(28, 28)
+    assert float(corr[14, 14]) == pytest.approx(1.0, abs=1e-6)
+    assert float(corr.abs().max()) <= 1.0 + 1e-6

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from ._io import write_json, write_npy, write_png
+from ._io import write_json
+from .runs import write_run
 from .data import PROBLEMS, digits, ellipses, shepp_logan, simulate
 from .metrics import psnr, ssim
 from .operators import tikhonov, tv_reconstruction
@@ -82,11 +83,6 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     x = classical_reconstruction(args.method, op, meas.y, meas.noise_std, args.tikhonov_weight,
                                  args.tv_weight, args.tv_iterations, not args.no_progress)
     elapsed = time.perf_counter() - start
-    out = Path(args.out)
-    write_npy(out / "reconstruction.npy", x[0].numpy())
-    write_png(out / "reconstruction.png", x[0, 0].numpy(), vmin=0.0, vmax=1.0)
-    write_npy(out / "truth.npy", truth[0].numpy())
-    write_png(out / "truth.png", truth[0, 0].numpy(), vmin=0.0, vmax=1.0)
     metrics = {
         "problem": args.problem, "method": args.method, "image": args.image,
         "size": args.size, "angles": args.angles, "relative_noise": args.noise,
@@ -95,8 +91,19 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         "ssim": float(ssim(x, truth, data_range=1.0)[0]),
         "wall_time_s": elapsed, "bayes_recon_version": __version__,
     }
-    write_json(out / "metrics.json", metrics)
+    out = write_run(args.out, truth, x, metrics)
     print(f"{args.method}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} -> {out}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .runs import calibrate_run
+
+    report = calibrate_run(args.run_dir)
+    cov = dict(zip(report["levels"], report["coverage"]))
+    print(f"coverage at 90%: {cov.get(0.9, float('nan')):.3f}, calibration error "
+          f"{report['calibration_error']:.3f}, test log-likelihood "
+          f"{report['test_log_likelihood']:.3f} -> {args.run_dir}/calibration.md")
     return 0
 
 
@@ -193,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--out", required=True, help="output folder (resumes a checkpoint there)")
     tp.add_argument("--no-progress", action="store_true", help="hide progress bars")
     tp.set_defaults(func=cmd_train_prior)
+
+    cal = sub.add_parser("calibrate", help="calibration report of a saved Bayesian run",
+                         description="Read RUN_DIR/posterior.nc (written by `reconstruct` "
+                         "with a Bayesian method) and write calibration.json, calibration.md "
+                         "and figures (calibration curve, PIT, sparsification, error vs std).")
+    cal.add_argument("run_dir", help="folder written by bayes-recon reconstruct")
+    cal.set_defaults(func=cmd_calibrate)
 
     demo = sub.add_parser("demo", help="the end-to-end demo (what `make demo` runs)",
                           description="CT of a held-out digit with every method, "

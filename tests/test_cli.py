@@ -53,3 +53,43 @@ def test_console_script_runs():
     result = subprocess.run([sys.executable, "-m", "bayes_recon.cli", "--version"],
                             capture_output=True, text=True, check=True)
     assert "bayes_recon" in result.stdout
+
+
+def _write_gaussian_run(tmp_path):
+    """A Bayesian run whose samples and truth come from the same N(0.5, 0.1²) per pixel."""
+    import torch
+
+    from bayes_recon.inference import Posterior
+    from bayes_recon.runs import write_run
+
+    gen = torch.Generator().manual_seed(0)
+    samples = 0.5 + 0.1 * torch.randn(2, 200, 1, 16, 16, generator=gen, dtype=torch.float64)
+    truth = 0.5 + 0.1 * torch.randn(1, 1, 16, 16, generator=gen, dtype=torch.float64)
+    post = Posterior(samples, method="exact-gaussian")
+    return write_run(tmp_path / "run", truth, post.mean[None], {"method": "exact-gaussian"},
+                     posterior=post)
+
+
+def test_calibrate_saved_run(tmp_path):
+    run = _write_gaussian_run(tmp_path)
+    assert main(["calibrate", str(run)]) == 0
+    report = json.loads((run / "calibration.json").read_text())
+    cov = dict(zip(report["levels"], report["coverage"]))
+    # 256 pixels, truth and samples from one distribution: binomial sd at 0.9 is 0.019.
+    assert cov[0.9] == pytest.approx(0.9, abs=4 * 0.019)
+    for name in ("calibration.md", "calibration_curve.png", "pit.png", "sparsification.png"):
+        assert (run / name).is_file()
+
+
+def test_calibrate_missing_files_is_a_clean_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exc:
+        main(["calibrate", str(tmp_path / "empty")])
+    assert exc.value.code == 2 and "posterior.nc" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["calibrate", str(tmp_path / "nowhere")])
+    run = _write_gaussian_run(tmp_path)
+    (run / "posterior.nc").write_bytes(b"garbage")
+    with pytest.raises(SystemExit) as exc:
+        main(["calibrate", str(run)])
+    assert "could not be read" in capsys.readouterr().err

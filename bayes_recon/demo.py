@@ -11,15 +11,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
 import torch
 
 from . import __version__
 from ._io import write_json, write_npy, write_png, write_text
 from .data import digits, simulate
 from .metrics import psnr, ssim
-from .operators import ParallelBeamCT, tikhonov, tv_reconstruction
+from .demo_methods import METHODS, MethodResult
+from .operators import ParallelBeamCT
 
 
 @dataclass
@@ -34,6 +33,7 @@ class DemoConfig:
     relative_noise: float = 0.05
     index: int = 0
     seed: int = 0
+    methods: tuple | None = None  # names from ``demo_methods.METHODS``; None runs all
 
 
 @dataclass
@@ -45,42 +45,7 @@ class DemoProblem:
     truth: torch.Tensor
     y: torch.Tensor
     noise_std: float
-
-
-@dataclass
-class MethodResult:
-    """A point estimate ``(1, C, H, W)`` and, for Bayesian methods, a posterior."""
-
-    x: torch.Tensor
-    posterior: object | None = None
-    info: dict = field(default_factory=dict)
-
-
-def _fbp(p: DemoProblem) -> MethodResult:
-    return MethodResult(p.op.fbp(p.y))
-
-
-def _tikhonov(p: DemoProblem) -> MethodResult:
-    return MethodResult(tikhonov(p.op, p.y, weight=TIKHONOV_WEIGHT * p.op.norm() ** 2))
-
-
-def _tv(p: DemoProblem) -> MethodResult:
-    iterations = 300 if p.config.quick else 1000
-    x = tv_reconstruction(p.op, p.y, weight=TV_WEIGHT * p.op.norm() * p.noise_std,
-                          iterations=iterations, progress=p.config.progress)
-    return MethodResult(x, info={"iterations": iterations})
-
-
-# Relative weights (Tikhonov: units of ||A||²; TV: units of σ·||A||), chosen on
-# *training* digits so the held-out test digit plays no part in tuning.
-TIKHONOV_WEIGHT = 0.01
-TV_WEIGHT = 0.2
-
-METHODS: dict[str, Callable[[DemoProblem], MethodResult]] = {
-    "FBP": _fbp,
-    "Tikhonov": _tikhonov,
-    "TV": _tv,
-}
+    cache: dict = field(default_factory=dict)  # shared between methods (prior, DIP fit)
 
 
 def make_problem(config: DemoConfig) -> DemoProblem:
@@ -108,7 +73,12 @@ def run_demo(config: DemoConfig) -> dict:
     out = Path(config.out)
     rows, reports = [], {}
     write_png(out / "truth.png", problem.truth[0, 0].numpy(), vmin=0.0, vmax=1.0)
-    for name, method in METHODS.items():
+    names = list(METHODS) if config.methods is None else list(config.methods)
+    for name in names:
+        if name not in METHODS:
+            raise ValueError(f"methods must name entries of {list(METHODS)}, got {name!r}")
+    for name in names:
+        method = METHODS[name]
         start = time.perf_counter()
         result = method(problem)
         elapsed = time.perf_counter() - start

@@ -1,10 +1,13 @@
-"""Forward-model timings as ratios to scikit-image's radon/iradon in the same run.
+"""Forward-model timings, as ratios to scikit-image's radon/iradon measured in the same run.
 
-Usage: python benchmarks/operators.py [--size 128] [--angles 180] [--repeats 7] [--json PATH]
+Usage: python benchmarks/operators.py [--size 128] [--angles 180] [--batch 32]
+                                      [--repeats 7] [--json PATH|-]
 
-Prints a markdown table: CT forward and adjoint per image and per image in a
-batch of 32 (float32), skimage's radon / iradon per image, the ratios, the matrix
-build time, and forward+adjoint of the other operators for a batch of 32.
+Prints markdown tables: the CT matrix build time; CT forward, adjoint and FBP
+(float32) per image and per batch, against ``skimage.transform.radon`` /
+``iradon`` per image in the same geometry (``circle=True``: ``N`` detectors,
+angles ``θ_a = a·180°/n_angles``); and forward+adjoint of the other operators
+for a batch. ``--json PATH`` also writes the numbers there (``-`` for stdout).
 """
 
 from __future__ import annotations
@@ -12,27 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 
 import numpy as np
 import torch
 from skimage.transform import iradon, radon
 
+from bayes_recon import operators as ops
 from bayes_recon.data import shepp_logan
-from bayes_recon.operators import (
-    MRI,
-    Blur,
-    Downsampling,
-    Identity,
-    Inpainting,
-    ParallelBeamCT,
-    gaussian_kernel,
-    radial_mask,
-)
 
 
 def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (caches, first-touch allocation)
+    """Median wall time of ``fn()`` in seconds, after one warm-up call."""
+    fn()  # warm-up: CSR conversion cache, first-touch allocation
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -41,67 +37,116 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def ct_table(n: int, n_angles: int, batch: int, repeats: int) -> dict:
+    # skimage's circle=True geometry: N detectors, rotation about the centre pixel.
+    start = time.perf_counter()
+    op = ops.ParallelBeamCT(n, n_angles, n_detectors=n)
+    build_first = time.perf_counter() - start  # cold: first large allocations
+    build = statistics.median(
+        _timed(lambda: ops.ParallelBeamCT(n, n_angles, n_detectors=n)) for _ in range(3))
+    x1 = shepp_logan(n)
+    xb = x1.repeat(batch, 1, 1, 1)
+    start = time.perf_counter()
+    y1 = op(x1)  # first call converts M and Mᵀ to torch float32 CSR
+    convert = time.perf_counter() - start
+    yb = op(xb)
+    theta = np.rad2deg(op.angles)
+    img = x1[0, 0].numpy()
+    sino = radon(img, theta=theta, circle=True)
+
+    radon_t = median_time(lambda: radon(img, theta=theta, circle=True), repeats)
+    iradon_t = median_time(
+        lambda: iradon(sino, theta=theta, circle=True, filter_name="ramp"), repeats)
+    rows = [  # (what, images per call, seconds per call, skimage reference per image)
+        ("CT forward", 1, median_time(lambda: op(x1), repeats), radon_t),
+        ("CT forward", batch, median_time(lambda: op(xb), repeats), radon_t),
+        ("CT adjoint", 1, median_time(lambda: op.adjoint(y1), repeats), iradon_t),
+        ("CT adjoint", batch, median_time(lambda: op.adjoint(yb), repeats), iradon_t),
+        ("CT FBP (ramp)", 1, median_time(lambda: op.fbp(y1), repeats), iradon_t),
+        ("CT FBP (ramp)", batch, median_time(lambda: op.fbp(yb), repeats), iradon_t),
+        ("skimage radon", 1, radon_t, radon_t),
+        ("skimage iradon (ramp)", 1, iradon_t, iradon_t),
+    ]
+    return {
+        "size": n, "angles": n_angles, "detectors": op.n_detectors, "batch": batch,
+        "nnz": op.matrix.nnz, "build_s": build, "build_first_s": build_first,
+        "first_call_convert_s": convert,
+        "rows": [
+            {"what": w, "images": k, "ms_per_call": t * 1e3, "ms_per_image": t * 1e3 / k,
+             "speedup_vs_skimage_per_image": ref / (t / k)}
+            for w, k, t, ref in rows
+        ],
+    }
+
+
+def other_operators(n: int, batch: int, repeats: int, ct_op=None) -> dict:
+    """Forward+adjoint of each operator that exists in ``bayes_recon.operators``."""
+    gen = torch.Generator().manual_seed(0)
+    makers = {
+        "Identity": lambda: ops.Identity((1, n, n)),
+        "Blur (Gaussian sigma 1.5)": lambda: ops.Blur(n, ops.gaussian_kernel(1.5)),
+        "Inpainting (50%)": lambda: ops.Inpainting(torch.rand(n, n, generator=gen) < 0.5),
+        "Downsampling x4": lambda: ops.Downsampling(n, 4),
+        "MRI (radial, 30 spokes)": lambda: ops.MRI(n, ops.radial_mask(n, 30)),
+        "ParallelBeamCT (180 angles, default detectors)":
+            lambda: ops.ParallelBeamCT(n, 180),
+    }
+    x = shepp_logan(n).repeat(batch, 1, 1, 1)
+    out = {}
+    for name, make in makers.items():
+        try:
+            op = make()
+        except AttributeError:  # operator not (yet) in the package
+            continue
+        out[name] = median_time(lambda: op.adjoint(op(x)), repeats)
+    return out
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--angles", type=int, default=180)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--json", default=None, help="also write the results here")
-    args = parser.parse_args()
+    parser.add_argument("--json", default=None, help="also write the results here ('-': stdout)")
+    args = parser.parse_args(argv)
+
+    ct = ct_table(args.size, args.angles, args.batch, args.repeats)
     n, b = args.size, args.batch
+    print(f"## ParallelBeamCT {n}x{n}, {args.angles} angles, {ct['detectors']} detectors, "
+          f"float32, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print(f"matrix build (Joseph + stored transpose): {ct['build_s'] * 1e3:.0f} ms "
+          f"(median of 3; first in process {ct['build_first_s'] * 1e3:.0f} ms), "
+          f"nnz {ct['nnz']:,}; first call (to torch CSR float32): "
+          f"{ct['first_call_convert_s'] * 1e3:.0f} ms\n")
+    print("| what | images | ms per call | ms per image | skimage / this (per image) |")
+    print("|---|---|---|---|---|")
+    for r in ct["rows"]:
+        print(f"| {r['what']} | {r['images']} | {r['ms_per_call']:.2f} | "
+              f"{r['ms_per_image']:.3f} | {r['speedup_vs_skimage_per_image']:.1f}x |")
 
-    start = time.perf_counter()
-    op = ParallelBeamCT(n, args.angles, n_detectors=n)  # skimage's circle=True detector count
-    build = time.perf_counter() - start
-    x1 = shepp_logan(n)
-    xb = x1.repeat(b, 1, 1, 1)
-    y1, yb = op(x1), op(xb)
-    theta = np.rad2deg(op.angles)
-    img = x1[0, 0].numpy()
-    sino = radon(img, theta=theta, circle=True)
-
-    rows = {
-        "CT forward, 1 image": median_time(lambda: op(x1), args.repeats),
-        f"CT forward, batch {b} (per image)": median_time(lambda: op(xb), args.repeats) / b,
-        "CT adjoint, 1 image": median_time(lambda: op.adjoint(y1), args.repeats),
-        f"CT adjoint, batch {b} (per image)": median_time(lambda: op.adjoint(yb), args.repeats) / b,
-        "CT FBP, 1 image": median_time(lambda: op.fbp(y1), args.repeats),
-        "skimage radon, 1 image": median_time(lambda: radon(img, theta=theta, circle=True),
-                                              args.repeats),
-        "skimage iradon (ramp), 1 image": median_time(
-            lambda: iradon(sino, theta=theta, circle=True, filter_name="ramp"), args.repeats),
-    }
-    ref_fwd = rows["skimage radon, 1 image"]
-    ref_adj = rows["skimage iradon (ramp), 1 image"]
-    print(f"## CT {n}x{n}, {args.angles} angles, float32, torch threads {torch.get_num_threads()}")
-    print(f"\nmatrix build: {build * 1e3:.0f} ms, nnz {op.matrix.scipy.nnz:,}\n")
-    print("| what | ms | skimage / this |")
-    print("|---|---|---|")
-    for name, t in rows.items():
-        ref = ref_adj if ("adjoint" in name or "FBP" in name or "iradon" in name) else ref_fwd
-        print(f"| {name} | {t * 1e3:.2f} | {ref / t:.1f}x |")
-
-    other = {
-        "Identity": Identity((1, n, n)),
-        "Blur (Gaussian, sigma 1.5)": Blur(n, gaussian_kernel(1.5)),
-        "Inpainting (50%)": Inpainting(torch.rand(n, n, generator=torch.Generator().manual_seed(0)) < 0.5),
-        "Downsampling x4": Downsampling(n, 4),
-        "MRI (radial, 30 spokes)": MRI(n, radial_mask(n, 30)),
-        "ParallelBeamCT": op,
-    }
+    others = other_operators(n, b, args.repeats)
     print(f"\n## forward + adjoint, batch of {b}, {n}x{n}, float32\n")
     print("| operator | ms per batch | ms per image |")
     print("|---|---|---|")
-    other_rows = {}
-    for name, o in other.items():
-        t = median_time(lambda: o.adjoint(o(xb)), args.repeats)
-        other_rows[name] = t
+    for name, t in others.items():
         print(f"| {name} | {t * 1e3:.2f} | {t * 1e3 / b:.3f} |")
+
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"build_s": build, "ct": rows, "others_batch": other_rows,
-                       "size": n, "angles": args.angles, "batch": b}, fh, indent=2)
+        result = {"ct": ct, "others_forward_adjoint_s": others,
+                  "torch_threads": torch.get_num_threads()}
+        if args.json == "-":
+            json.dump(result, sys.stdout, indent=2)
+            print()
+        else:
+            with open(args.json, "w") as fh:
+                json.dump(result, fh, indent=2)
 
 
 if __name__ == "__main__":

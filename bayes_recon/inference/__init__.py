@@ -4,6 +4,51 @@ Every method returns a :class:`Posterior` (or a point estimate), which
 ``bayes_recon.diagnostics`` turns into ArviZ data and calibration reports.
 """
 
+from .collapsed import SLQConfig, collapsed_log_likelihood, collapsed_log_posterior
+from .dip import DIPFit, dip_input, fit_dip, pretrain_dip
+from .gaussian_posterior import GaussianImagePosterior, XSolverConfig
+from .linearised import (
+    CholeskyJitterWarning,
+    EvidenceConvergenceWarning,
+    LaplaceConfig,
+    LinearisedLaplace,
+    fixed_noise_posterior,
+    linearised_dip,
+    mc_dropout_posterior,
+)
+from .linearised.pipeline import LinearisedDIPConfig, LinearisedDIPResult
+from .map import MAP_METHODS, MAPConfig, Reconstruction, map_estimate
 from .posterior import Posterior
+from .sampling import SAMPLING_METHODS, LaplaceWarning, SamplingConfig, sample_posterior
 
-__all__ = ["Posterior"]
+__all__ = [
+    "Posterior",
+    # SUPN prior: MAP and posterior
+    "map_estimate",
+    "MAPConfig",
+    "Reconstruction",
+    "MAP_METHODS",
+    "sample_posterior",
+    "SamplingConfig",
+    "SAMPLING_METHODS",
+    "LaplaceWarning",
+    "collapsed_log_likelihood",
+    "collapsed_log_posterior",
+    "SLQConfig",
+    "GaussianImagePosterior",
+    "XSolverConfig",
+    # deep image prior and its linearisation
+    "fit_dip",
+    "DIPFit",
+    "dip_input",
+    "pretrain_dip",
+    "LinearisedLaplace",
+    "LaplaceConfig",
+    "linearised_dip",
+    "LinearisedDIPConfig",
+    "LinearisedDIPResult",
+    "mc_dropout_posterior",
+    "fixed_noise_posterior",
+    "CholeskyJitterWarning",
+    "EvidenceConvergenceWarning",
+]

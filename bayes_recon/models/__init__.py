@@ -1,9 +1,11 @@
 """Generative networks and the Pyro programs ``z → x → y``."""
 
 from .checkpoint import load_model, save_model
+from .dae import DAETrainConfig, DenoisingAutoencoder, train_dae
 from .pretrained import available_priors, load_pretrained
 from .program import reconstruction_model
 from .supn_vae import COVARIANCES, SUPNConfig, SUPNVAE
+from .unet import UNet, UNetConfig
 from .training import TrainConfig, TrainResult, evaluate_nll, train_prior
 
 __all__ = [
@@ -19,4 +21,9 @@ __all__ = [
     "reconstruction_model",
     "save_model",
     "load_model",
+    "UNet",
+    "UNetConfig",
+    "DenoisingAutoencoder",
+    "DAETrainConfig",
+    "train_dae",
 ]

@@ -1,7 +1,10 @@
 """The ``bayes-recon`` command line.
 
-Subcommands: ``reconstruct`` (one problem, one method, outputs to a folder) and
-``demo`` (the end-to-end pipeline that ``make demo`` runs).
+Subcommands: ``reconstruct`` (one problem, one method, outputs to a folder),
+``calibrate`` (calibration report of a Bayesian run folder), ``train-prior``,
+``benchmark`` (timing ratios against references) and ``demo`` (the end-to-end
+pipeline that ``make demo`` runs). The methods ``reconstruct`` can run are
+listed in :mod:`bayes_recon.cli_methods`.
 """
 
 from __future__ import annotations
@@ -14,85 +17,138 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from ._io import write_json
-from .runs import write_run
-from .data import PROBLEMS, digits, ellipses, shepp_logan, simulate
+from ._io import write_json, write_text
+from .cli_methods import (
+    ALL_METHODS,
+    CLASSICAL_METHODS,
+    DIP_METHODS,
+    NOISE_MODES,
+    SUPN_MAP_METHODS,
+    SUPN_POSTERIOR_METHODS,
+    ClassicalSettings,
+    MethodSettings,
+    classical_reconstruction,
+    load_prior,
+    run_method,
+)
+from .data import PROBLEMS, digits, ellipses, natural_patches, shepp_logan, simulate
 from .metrics import psnr, ssim
-from .operators import tikhonov, tv_reconstruction
+from .runs import write_run
+
+__all__ = ["main", "build_parser", "load_image", "settings_from_args", "classical_reconstruction",
+           "CLASSICAL_METHODS", "ALL_METHODS", "IMAGES"]
+
+IMAGES = ("shepp_logan", "digit", "ellipse", "patch")
+DEFAULT_SIZE = 64
 
 
+def _int_at_least(minimum: int):
+    """argparse type: an int >= ``minimum`` (argparse names the option in its error)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"  # what argparse prints for unparsable text
+    return parse
 
-CLASSICAL_METHODS = ("fbp", "adjoint", "tikhonov", "tv")
-IMAGES = ("shepp_logan", "digit", "ellipse")
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {value}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    value = float(text)
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {value}")
+    return value
+
+
+POS_INT, NONNEG_INT = _int_at_least(1), _int_at_least(0)
 
 
 def load_image(name: str, size: int, index: int = 0) -> torch.Tensor:
-    """The ground-truth image ``(1, 1, size, size)`` named on the command line."""
+    """The ground-truth image ``(1, 1, size, size)`` named on the command line.
+
+    ``digit`` and ``patch`` come from the held-out test splits (MNIST-style
+    digits; photographs disjoint from the prior's training patches).
+    """
     if name == "shepp_logan":
         return shepp_logan(size)
     if name == "digit":
-        return digits("test", size=size)[index : index + 1]
+        images = digits("test", size=size)
+        if not 0 <= index < images.shape[0]:
+            raise ValueError(f"--index must lie in [0, {images.shape[0]}) for digits, got {index}")
+        return images[index : index + 1]
     if name == "ellipse":
         return ellipses(index + 1, size, seed=0)[index : index + 1]
+    if name == "patch":
+        return natural_patches("test", size, index + 1, seed=0)[index : index + 1]
     raise ValueError(f"image must be one of {list(IMAGES)}, got {name!r}")
 
 
-def classical_reconstruction(method: str, op, y: torch.Tensor, noise_std: float,
-                             tikhonov_weight: float, tv_weight: float, tv_iterations: int,
-                             progress: bool):
-    """Run one classical method; returns ``(B, C, H, W)``.
+def settings_from_args(args: argparse.Namespace) -> MethodSettings:
+    """The typed settings of ``reconstruct`` from its parsed arguments (validated)."""
+    from .inference import LinearisedDIPConfig, MAPConfig, SamplingConfig
+    from .models import UNetConfig
 
-    Weights are relative: Tikhonov ``weight · ||A||²``, TV ``weight · σ · ||A||``,
-    so one default works across problem sizes and noise levels.
-    """
-    if method == "fbp":
-        if not hasattr(op, "fbp"):
-            raise ValueError(f"method 'fbp' needs a CT problem, got {type(op).__name__}")
-        return op.fbp(y)
-    if method == "adjoint":
-        return op.adjoint(y)
-    if method == "tikhonov":
-        return tikhonov(op, y, weight=tikhonov_weight * op.norm() ** 2)
-    if method == "tv":
-        return tv_reconstruction(op, y, weight=tv_weight * noise_std * op.norm(),
-                                 iterations=tv_iterations, progress=progress)
-    raise ValueError(f"method must be one of {list(CLASSICAL_METHODS)}, got {method!r}")
-
-
-def _add_problem_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--problem", choices=PROBLEMS, default="ct", help="forward model")
-    p.add_argument("--size", type=int, default=64, help="image side length in pixels")
-    p.add_argument("--angles", type=int, default=20, help="CT: number of projection angles")
-    p.add_argument("--spokes", type=int, default=30, help="MRI: number of radial spokes")
-    p.add_argument("--noise", type=float, default=0.05,
-                   help="relative noise: noise_std = noise * mean|A x|")
-    p.add_argument("--image", choices=IMAGES, default="shepp_logan", help="ground truth")
-    p.add_argument("--index", type=int, default=0, help="which test image (digit/ellipse)")
-    p.add_argument("--seed", type=int, default=0, help="noise and mask seed")
+    map_config = MAPConfig(max_iterations=args.map_iterations, z_steps=args.z_steps,
+                           x_steps=args.x_steps, restarts=args.restarts,
+                           temperature=args.temperature, seed=args.seed)
+    sampling = SamplingConfig(warmup=args.warmup, max_tree_depth=args.max_tree_depth,
+                              map_steps=args.map_steps, temperature=args.temperature)
+    dip = LinearisedDIPConfig(tv_scale=args.dip_tv_scale, iterations=args.dip_iterations,
+                              lr=args.dip_lr, input=args.dip_input,
+                              network=UNetConfig(channels=args.dip_channels),
+                              predcp_scale=args.predcp_scale,
+                              evidence_iterations=args.evidence_iterations)
+    classical = ClassicalSettings(tikhonov_weight=args.tikhonov_weight,
+                                  tv_weight=args.tv_weight, tv_iterations=args.tv_iterations)
+    return MethodSettings(method=args.method, noise=args.noise_std, seed=args.seed,
+                          progress=not args.no_progress, classical=classical, prior=args.prior,
+                          map=map_config, sampling=sampling, num_samples=args.num_samples,
+                          num_chains=args.num_chains, dip=dip, dropout=args.dropout)
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from .data.problems import ProblemConfig, build_operator
 
-    config = ProblemConfig(problem=args.problem, size=args.size, angles=args.angles,
+    settings = settings_from_args(args)  # bad options fail before any work is done
+    prior = load_prior(settings.prior, args.size) if settings.prior is not None else None
+    size = args.size if args.size is not None else (
+        prior.config.image_size if prior is not None else DEFAULT_SIZE)
+    config = ProblemConfig(problem=args.problem, size=size, angles=args.angles,
                            spokes=args.spokes, seed=args.seed)
     op = build_operator(config)
-    truth = load_image(args.image, args.size, args.index)
+    truth = load_image(args.image, size, args.index)
     meas = simulate(op, truth, relative_noise=args.noise, seed=args.seed)
     start = time.perf_counter()
-    x = classical_reconstruction(args.method, op, meas.y, meas.noise_std, args.tikhonov_weight,
-                                 args.tv_weight, args.tv_iterations, not args.no_progress)
+    result = run_method(settings, op, meas.y, meas.noise_std, prior)
     elapsed = time.perf_counter() - start
+    x = result.x.detach()
     metrics = {
-        "problem": args.problem, "method": args.method, "image": args.image,
-        "size": args.size, "angles": args.angles, "relative_noise": args.noise,
-        "noise_std": meas.noise_std, "seed": args.seed,
+        "command": "bayes-recon reconstruct " + " ".join(args.argv),
+        "problem": args.problem, "image": args.image, "index": args.index, "size": size,
+        "angles": args.angles, "spokes": args.spokes, "relative_noise": args.noise,
+        "noise_std": meas.noise_std, "noise_std_used": result.noise_std,
+        **settings.record(),
         "psnr": float(psnr(x, truth, data_range=1.0)[0]),
         "ssim": float(ssim(x, truth, data_range=1.0)[0]),
-        "wall_time_s": elapsed, "bayes_recon_version": __version__,
+        "wall_time_s": elapsed, "info": result.info, "bayes_recon_version": __version__,
     }
-    out = write_run(args.out, truth, x, metrics)
-    print(f"{args.method}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} -> {out}")
+    if result.posterior is not None:
+        metrics["psnr_of"] = "posterior mean"
+    if result.point_estimate is not None:
+        metrics["point_estimate_psnr"] = float(psnr(result.point_estimate, truth, 1.0)[0])
+    out = write_run(args.out, truth, x, metrics, posterior=result.posterior, y=meas.y)
+    what = "posterior mean " if result.posterior is not None else ""
+    print(f"{args.method}: {what}PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, "
+          f"{elapsed:.1f} s -> {out}")
+    if result.posterior is not None:
+        print(f"calibrate it with: bayes-recon calibrate {out}")
     return 0
 
 
@@ -104,6 +160,25 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"coverage at 90%: {cov.get(0.9, float('nan')):.3f}, calibration error "
           f"{report['calibration_error']:.3f}, test log-likelihood "
           f"{report['test_log_likelihood']:.3f} -> {args.run_dir}/calibration.md")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .benchmarking import BenchmarkConfig, markdown_table, run_benchmarks
+
+    config = BenchmarkConfig.quick() if args.quick else BenchmarkConfig()
+    if args.no_map:
+        config = dataclasses.replace(config, map_vs_tv=False)
+    results = run_benchmarks(config)
+    table = markdown_table(results)
+    print(table)
+    if args.out is not None:
+        out = Path(args.out)
+        write_json(out / "benchmark.json", results)
+        write_text(out / "benchmark.md", table + "\n")
+        print(f"-> {out / 'benchmark.json'}")
     return 0
 
 
@@ -157,6 +232,82 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_problem_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("problem")
+    g.add_argument("--problem", choices=PROBLEMS, default="ct", help="forward model")
+    g.add_argument("--size", type=_int_at_least(4), default=None,
+                   help=f"image side length in pixels (default: the prior's image size, "
+                   f"else {DEFAULT_SIZE})")
+    g.add_argument("--angles", type=POS_INT, default=20, help="CT: number of projection angles")
+    g.add_argument("--spokes", type=POS_INT, default=30, help="MRI: number of radial spokes")
+    g.add_argument("--noise", type=_positive_float, default=0.05,
+                   help="relative noise: noise_std = noise * mean|A x|")
+    g.add_argument("--image", choices=IMAGES, default="shepp_logan",
+                   help="ground truth (digit, patch: held-out test images)")
+    g.add_argument("--index", type=NONNEG_INT, default=0, help="which test image (digit/ellipse/patch)")
+    g.add_argument("--seed", type=NONNEG_INT, default=0,
+                   help="seed of the noise, masks and the inference (chains, restarts, weights)")
+
+
+def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
+    rec.add_argument("--method", choices=ALL_METHODS, default="tv", metavar="METHOD",
+                     help=f"classical: {', '.join(CLASSICAL_METHODS)}; SUPN MAP (needs --prior): "
+                     f"{', '.join(SUPN_MAP_METHODS)}; SUPN posterior (needs --prior): "
+                     f"{', '.join(SUPN_POSTERIOR_METHODS)}; deep image prior: "
+                     f"{', '.join(DIP_METHODS)} (default: tv)")
+    rec.add_argument("--noise-std", choices=NOISE_MODES, default="known",
+                     help="known: give the method the simulated noise std; estimate: the "
+                     "method estimates it (evidence for SUPN and linearised-dip)")
+    rec.add_argument("--num-samples", type=POS_INT, default=None,
+                     help="posterior draws: per chain for nuts/laplace (default 200), in total "
+                     "for DIP posteriors (default 1000)")
+    rec.add_argument("--out", required=True, help="output folder")
+    rec.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    c = rec.add_argument_group("classical methods")
+    c.add_argument("--tikhonov-weight", type=_positive_float, default=0.01,
+                   help="Tikhonov weight in units of ||A||^2")
+    c.add_argument("--tv-weight", type=_positive_float, default=0.05,
+                   help="TV weight in units of noise_std * ||A|| (data term 1/2||Ax-y||^2)")
+    c.add_argument("--tv-iterations", type=POS_INT, default=1000,
+                   help="Chambolle-Pock iterations of tv")
+
+    s = rec.add_argument_group("SUPN prior methods (alternating, jpmap, csgm, svi, nuts, laplace)")
+    s.add_argument("--prior", default=None,
+                   help="shipped prior name (bayes_recon.models.available_priors(), e.g. "
+                   "digits-supn) or a .safetensors file saved with save_model")
+    s.add_argument("--map-iterations", type=POS_INT, default=30,
+                   help="MAP outer iterations (svi: 10x as many SVI steps)")
+    s.add_argument("--z-steps", type=POS_INT, default=20, help="L-BFGS iterations per MAP z-step")
+    s.add_argument("--x-steps", type=POS_INT, default=20,
+                   help="gradient steps per x-step of alternating")
+    s.add_argument("--restarts", type=POS_INT, default=4, help="csgm starts (encoder + random)")
+    s.add_argument("--temperature", type=_positive_float, default=1.0, help="latent prior scale T")
+    s.add_argument("--num-chains", type=POS_INT, default=2, help="nuts/laplace chains")
+    s.add_argument("--warmup", type=NONNEG_INT, default=None,
+                   help="NUTS warm-up steps per chain (default: --num-samples)")
+    s.add_argument("--max-tree-depth", type=POS_INT, default=6, help="NUTS tree-depth bound")
+    s.add_argument("--map-steps", type=POS_INT, default=50,
+                   help="L-BFGS iterations of the collapsed latent MAP (chain start, laplace)")
+
+    d = rec.add_argument_group("deep image prior methods (dip, linearised-dip, mc-dropout-dip, "
+                               "fixed-sigma-dip)")
+    d.add_argument("--dip-iterations", type=POS_INT, default=1000, help="DIP Adam iterations")
+    d.add_argument("--dip-lr", type=_positive_float, default=1e-4, help="DIP Adam learning rate")
+    d.add_argument("--dip-tv-scale", type=_positive_float, default=3.0,
+                   help="DIP TV weight in units of noise_std (estimated from the FBP residual "
+                   "with --noise-std estimate)")
+    d.add_argument("--dip-channels", type=POS_INT, default=32, help="U-Net channels per scale")
+    d.add_argument("--dip-input", choices=("fbp", "noise"), default="fbp",
+                   help="network input: FBP/A^T y of the measurement, or seeded noise")
+    d.add_argument("--dropout", type=float, default=0.1,
+                   help="mc-dropout-dip: channel dropout probability")
+    d.add_argument("--evidence-iterations", type=POS_INT, default=200,
+                   help="linearised-dip: evidence (type-II) optimisation iterations")
+    d.add_argument("--predcp-scale", type=_nonnegative_float, default=0.0,
+                   help="linearised-dip: TV-PredCP rate kappa on the hyperparameters (0: off)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bayes-recon",
@@ -167,36 +318,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("reconstruct", help="reconstruct one simulated measurement",
                          description="Simulate y = A x + noise for a test image and "
-                         "reconstruct it; writes PNG, .npy and metrics.json to --out.")
+                         "reconstruct it with any method: writes truth/reconstruction .npy and "
+                         ".png and metrics.json to --out; posterior methods also write "
+                         "posterior.nc (ArviZ), mean/std .npy/.png and samples.npy, ready for "
+                         "`bayes-recon calibrate`.")
     _add_problem_arguments(rec)
-    rec.add_argument("--method", choices=CLASSICAL_METHODS, default="tv")
-    rec.add_argument("--tikhonov-weight", type=float, default=0.01,
-                     help="Tikhonov weight in units of ||A||^2")
-    rec.add_argument("--tv-weight", type=float, default=0.05,
-                     help="TV weight in units of noise_std * ||A|| (data term 1/2||Ax-y||^2)")
-    rec.add_argument("--tv-iterations", type=int, default=1000)
-    rec.add_argument("--out", required=True, help="output folder")
-    rec.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_method_arguments(rec)
     rec.set_defaults(func=cmd_reconstruct)
 
     tp = sub.add_parser("train-prior", help="train a SUPN-VAE prior (two stages)",
                         description="Train a structured / diagonal / identity SUPN-VAE "
                         "prior; writes model.safetensors + model.json (config and training "
                         "record), history.json and a resumable checkpoint to --out.")
-    tp.add_argument("--dataset", choices=("digits", "patches"), default="digits")
+    tp.add_argument("--dataset", choices=("digits", "patches"), default="digits",
+                    help="training images")
     tp.add_argument("--covariance", choices=("structured", "diagonal", "identity"),
-                    default="structured")
+                    default="structured", help="decoder covariance")
     tp.add_argument("--size", type=int, default=None, help="image size (28 digits, 32 patches)")
-    tp.add_argument("--latent-dim", type=int, default=16)
+    tp.add_argument("--latent-dim", type=int, default=16, help="latent dimension")
     tp.add_argument("--radius", type=int, default=2, help="stencil radius (structured)")
-    tp.add_argument("--widths", type=int, nargs="+", default=[32, 64])
-    tp.add_argument("--stage1-epochs", type=int, default=150)
-    tp.add_argument("--stage2-epochs", type=int, default=150)
-    tp.add_argument("--batch-size", type=int, default=64)
-    tp.add_argument("--lr", type=float, default=1e-3)
-    tp.add_argument("--patience", type=int, default=15)
+    tp.add_argument("--widths", type=int, nargs="+", default=[32, 64],
+                    help="encoder/decoder channels per level")
+    tp.add_argument("--stage1-epochs", type=int, default=150, help="max epochs, stage 1 (encoder + mean decoder)")
+    tp.add_argument("--stage2-epochs", type=int, default=150, help="max epochs, stage 2 (precision decoder)")
+    tp.add_argument("--batch-size", type=int, default=64, help="images per step")
+    tp.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    tp.add_argument("--patience", type=int, default=15, help="epochs without validation gain before a stage stops")
     tp.add_argument("--num-patches", type=int, default=20000, help="patches dataset size")
-    tp.add_argument("--seed", type=int, default=0)
+    tp.add_argument("--seed", type=int, default=0, help="seed of the data split, patches and weights")
     tp.add_argument("--out", required=True, help="output folder (resumes a checkpoint there)")
     tp.add_argument("--no-progress", action="store_true", help="hide progress bars")
     tp.set_defaults(func=cmd_train_prior)
@@ -207,6 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "and figures (calibration curve, PIT, sparsification, error vs std).")
     cal.add_argument("run_dir", help="folder written by bayes-recon reconstruct")
     cal.set_defaults(func=cmd_calibrate)
+
+    bench = sub.add_parser("benchmark", help="timing ratios against reference implementations",
+                           description="Time CT forward vs skimage radon, StructuredGaussian "
+                           "log_prob vs a diagonal Normal, and jpmap MAP vs TV, each against "
+                           "its reference in the same run; prints a markdown table.")
+    bench.add_argument("--quick", action="store_true", help="small sizes (< 30 s)")
+    bench.add_argument("--no-map", action="store_true", help="skip the jpmap-vs-TV comparison")
+    bench.add_argument("--out", default=None,
+                       help="folder for benchmark.json and benchmark.md (default: print only)")
+    bench.set_defaults(func=cmd_benchmark)
 
     demo = sub.add_parser("demo", help="the end-to-end demo (what `make demo` runs)",
                           description="CT of a held-out digit with every method, "

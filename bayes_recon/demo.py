@@ -69,14 +69,14 @@ def run_demo(config: DemoConfig) -> dict:
         to_arviz,
     )
 
-    problem = make_problem(config)
-    out = Path(config.out)
-    rows, reports = [], {}
-    write_png(out / "truth.png", problem.truth[0, 0].numpy(), vmin=0.0, vmax=1.0)
     names = list(METHODS) if config.methods is None else list(config.methods)
     for name in names:
         if name not in METHODS:
             raise ValueError(f"methods must name entries of {list(METHODS)}, got {name!r}")
+    problem = make_problem(config)
+    out = Path(config.out)
+    rows, reports = [], {}
+    write_png(out / "truth.png", problem.truth[0, 0].numpy(), vmin=0.0, vmax=1.0)
     for name in names:
         method = METHODS[name]
         start = time.perf_counter()

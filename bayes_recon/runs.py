@@ -1,9 +1,10 @@
 """Run folders: what ``bayes-recon reconstruct`` writes and ``bayes-recon calibrate`` reads.
 
 A run folder holds ``truth.npy``, ``reconstruction.npy`` (+ PNG) and
-``metrics.json``; a Bayesian run adds ``std.npy``, ``samples.npy`` and
-``posterior.nc`` (ArviZ, with the truth in ``constant_data`` and the measurement
-in ``observed_data``).
+``metrics.json``; a Bayesian run adds ``mean.npy``, ``std.npy`` (+ PNGs),
+``samples.npy``, a few ``sample_<i>.png`` and ``posterior.nc`` (ArviZ, with the
+truth in ``constant_data`` and the measurement in ``observed_data``). For a
+Bayesian run ``reconstruction`` is the posterior mean.
 """
 
 from __future__ import annotations
@@ -20,7 +21,28 @@ POSTERIOR_FILE = "posterior.nc"
 
 def write_run(out, truth: torch.Tensor, x: torch.Tensor, metrics: dict, posterior=None,
               y: torch.Tensor | None = None) -> Path:
-    """Write a run folder; ``truth`` and ``x`` are ``(1, C, H, W)``."""
+    """Write a run folder.
+
+    Parameters
+    ----------
+    out : str or Path
+        Folder (created if missing).
+    truth, x : torch.Tensor
+        ``(1, C, H, W)``: ground truth and the reconstruction (posterior mean
+        for a Bayesian run).
+    metrics : dict
+        Written as ``metrics.json``; for a Bayesian run
+        :func:`posterior_summary` is merged in (``metrics`` wins on clashes).
+    posterior : Posterior, optional
+        Samples ``(chains, draws, C, H, W)``.
+    y : torch.Tensor, optional
+        ``(1, *range_shape)``, stored in ``posterior.nc``'s ``observed_data``.
+
+    Returns
+    -------
+    Path
+        ``out``.
+    """
     out = Path(out)
     write_npy(out / "truth.npy", truth[0].detach().cpu().numpy())
     write_png(out / "truth.png", truth[0, 0].detach().cpu().numpy(), vmin=0.0, vmax=1.0)
@@ -29,7 +51,9 @@ def write_run(out, truth: torch.Tensor, x: torch.Tensor, metrics: dict, posterio
     if posterior is not None:
         from .diagnostics import to_arviz
 
-        std = posterior.std
+        mean, std = posterior.mean, posterior.std
+        write_npy(out / "mean.npy", mean.detach().cpu().numpy())
+        write_png(out / "mean.png", mean[0].detach().cpu().numpy(), vmin=0.0, vmax=1.0)
         write_npy(out / "std.npy", std.detach().cpu().numpy())
         write_png(out / "std.png", std[0].detach().cpu().numpy(), cmap="magma")
         write_npy(out / "samples.npy", posterior.samples.detach().cpu().numpy())
@@ -40,8 +64,25 @@ def write_run(out, truth: torch.Tensor, x: torch.Tensor, metrics: dict, posterio
         tmp = out / f".{POSTERIOR_FILE}.tmp"
         idata.to_netcdf(str(tmp))
         tmp.replace(out / POSTERIOR_FILE)
+        metrics = {**posterior_summary(posterior), **metrics}
     write_json(out / "metrics.json", metrics)
     return out
+
+
+def posterior_summary(posterior) -> dict:
+    """Sample counts, mean posterior std and sampler statistics of a ``Posterior``, JSON-ready."""
+    summary = {
+        "num_chains": posterior.num_chains,
+        "num_draws": posterior.num_draws,
+        "mean_posterior_std": float(posterior.std.mean()),
+    }
+    stats = posterior.sample_stats
+    if "diverging" in stats:
+        summary["divergences"] = int(np.asarray(stats["diverging"]).sum())
+    for key in ("accept_prob", "tree_depth", "step_size"):
+        if key in stats:
+            summary[f"mean_{key}"] = float(np.asarray(stats[key], dtype=float).mean())
+    return summary
 
 
 def calibrate_run(run_dir) -> dict:

@@ -1,4 +1,8 @@
-"""The bayes-recon command line: help on every subcommand, reconstruct end to end."""
+"""The bayes-recon command line: help on every subcommand, reconstruct end to end.
+
+Bayesian methods run on 28x28 CT of a test digit at 10 angles with few
+iterations and draws (options on the command line), so each run takes seconds.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from bayes_recon.cli import build_parser, main
 def test_every_subcommand_has_help(capsys):
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert {"reconstruct", "demo", "train-prior"} <= set(sub.choices)
+    assert {"reconstruct", "demo", "train-prior", "calibrate", "benchmark"} <= set(sub.choices)
     for name in sub.choices:
         with pytest.raises(SystemExit) as exc:
             main([name, "--help"])
@@ -93,3 +97,181 @@ def test_calibrate_missing_files_is_a_clean_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["calibrate", str(run)])
     assert "could not be read" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------- Bayesian methods
+SMALL = ["reconstruct", "--problem", "ct", "--size", "28", "--angles", "10", "--image", "digit",
+         "--no-progress"]
+PRIOR = ["--prior", "digits-supn"]
+# Tiny U-Net and a short, fast fit: enough for a sensible digit, seconds per run.
+DIP = ["--dip-iterations", "100", "--dip-lr", "1e-2", "--dip-channels", "8"]
+POSTERIOR_FILES = ("posterior.nc", "mean.npy", "mean.png", "std.npy", "std.png", "samples.npy",
+                   "metrics.json", "reconstruction.npy", "truth.npy")
+
+
+def _run(out, *args) -> dict:
+    assert main([*SMALL, *args, "--out", str(out)]) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _psnr(x, truth) -> float:
+    return float(10 * np.log10(1.0 / ((x - truth) ** 2).mean()))
+
+
+def _check_posterior_run(out, metrics, chains, draws):
+    """Files present; mean/std/PSNR agree with samples.npy; posterior.nc holds the same draws."""
+    import arviz as az
+
+    for name in POSTERIOR_FILES:
+        assert (out / name).is_file(), name
+    samples = np.load(out / "samples.npy")
+    assert samples.shape == (chains, draws, 1, 28, 28)
+    flat = samples.reshape(-1, 1, 28, 28)
+    # float32 samples: means agree to rounding.
+    np.testing.assert_allclose(np.load(out / "mean.npy"), flat.mean(0), atol=1e-5)
+    np.testing.assert_allclose(np.load(out / "std.npy"), flat.std(0, ddof=1), atol=1e-5)
+    np.testing.assert_allclose(np.load(out / "reconstruction.npy"), flat.mean(0), atol=1e-5)
+    truth = np.load(out / "truth.npy")
+    assert metrics["psnr"] == pytest.approx(_psnr(flat.mean(0), truth), abs=1e-3)
+    assert metrics["num_chains"] == chains and metrics["num_draws"] == draws
+    idata = az.from_netcdf(str(out / "posterior.nc"))
+    np.testing.assert_allclose(idata.posterior["x"].values, samples, atol=1e-6)
+    np.testing.assert_allclose(idata.constant_data["x_true"].values, truth, atol=1e-6)
+    assert metrics["wall_time_s"] > 0
+
+
+@pytest.fixture(scope="module")
+def laplace_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("laplace")
+    metrics = _run(out, "--method", "laplace", *PRIOR, "--num-samples", "6", "--num-chains", "2",
+                   "--map-steps", "10")
+    return out, metrics
+
+
+def test_laplace_writes_a_posterior_run(laplace_run):
+    out, metrics = laplace_run
+    _check_posterior_run(out, metrics, chains=2, draws=6)
+    assert metrics["method"] == "laplace" and metrics["prior"] == "digits-supn"
+    assert metrics["sampling_config"]["map_steps"] == 10  # the settings are recorded
+    assert metrics["noise_std_used"] == pytest.approx(metrics["noise_std"])
+
+
+# 12 draws are too few for the 4x4-patch likelihood; the warning says so and is expected.
+@pytest.mark.filterwarnings("ignore::bayes_recon.diagnostics.CalibrationWarning")
+def test_calibrate_a_posterior_run(laplace_run):
+    out, _ = laplace_run
+    assert main(["calibrate", str(out)]) == 0
+    report = json.loads((out / "calibration.json").read_text())
+    assert 0.9 in report["levels"]
+    assert all(0.0 <= c <= 1.0 for c in report["coverage"])
+    assert np.isfinite(report["test_log_likelihood"])
+    assert (out / "calibration.md").is_file()
+
+
+def test_nuts_with_estimated_noise(tmp_path):
+    metrics = _run(tmp_path, "--method", "nuts", *PRIOR, "--num-samples", "4", "--warmup", "2",
+                   "--max-tree-depth", "2", "--num-chains", "1", "--map-steps", "10",
+                   "--noise-std", "estimate")
+    _check_posterior_run(tmp_path, metrics, chains=1, draws=4)
+    assert metrics["noise_std_mode"] == "estimate"
+    # Type-II estimate of sigma from one 10-angle sinogram: within a factor 2 of the truth.
+    assert 0.5 < metrics["noise_std_used"] / metrics["noise_std"] < 2.0
+    assert metrics["divergences"] >= 0 and 0 <= metrics["mean_accept_prob"] <= 1
+
+
+def test_jpmap_beats_fbp(tmp_path):
+    fbp = _run(tmp_path / "fbp", "--method", "fbp")
+    jp = _run(tmp_path / "jpmap", "--method", "jpmap", *PRIOR, "--map-iterations", "2",
+              "--z-steps", "5")
+    truth = np.load(tmp_path / "jpmap" / "truth.npy")
+    assert jp["psnr"] == pytest.approx(_psnr(np.load(tmp_path / "jpmap" / "reconstruction.npy"),
+                                             truth), abs=1e-3)
+    # A learned digit prior against FBP at 10 angles: expect several dB (about 10 measured).
+    assert jp["psnr"] > fbp["psnr"] + 3.0
+    assert jp["map_config"]["max_iterations"] == 2 and jp["map_config"]["z_steps"] == 5
+    assert not (tmp_path / "jpmap" / "posterior.nc").exists()  # a point estimate
+
+
+def test_prior_from_a_checkpoint_path(tmp_path):
+    from bayes_recon.models import load_pretrained, save_model
+
+    path = save_model(load_pretrained("digits-identity"), tmp_path / "prior.safetensors")
+    out = tmp_path / "svi"
+    # No --size: it defaults to the prior's image size (28), not the classical default 64.
+    assert main(["reconstruct", "--problem", "ct", "--angles", "10", "--image", "digit",
+                 "--method", "svi", "--prior", str(path), "--map-iterations", "2",
+                 "--no-progress", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["prior"] == str(path) and metrics["method"] == "svi"
+    assert metrics["size"] == 28
+    assert np.isfinite(np.load(tmp_path / "svi" / "reconstruction.npy")).all()
+
+
+def test_dip_point_estimate(tmp_path):
+    metrics = _run(tmp_path, "--method", "dip", *DIP)
+    assert not (tmp_path / "posterior.nc").exists()
+    assert metrics["dip_config"]["iterations"] == 100 and metrics["dip_config"]["network"]["channels"] == 8
+    # TV weight follows the documented rule: dip_tv_scale (3) times the known sigma.
+    assert metrics["info"]["tv_weight"] == pytest.approx(3.0 * metrics["noise_std"])
+
+
+# 10 evidence iterations stop before the tolerance by design (speed).
+@pytest.mark.filterwarnings("ignore::bayes_recon.inference.EvidenceConvergenceWarning")
+@pytest.mark.parametrize("method", ["linearised-dip", "mc-dropout-dip", "fixed-sigma-dip"])
+def test_dip_posteriors(tmp_path, method):
+    extra = ["--evidence-iterations", "10"] if method == "linearised-dip" else []
+    metrics = _run(tmp_path, "--method", method, *DIP, *extra, "--num-samples", "40")
+    _check_posterior_run(tmp_path, metrics, chains=1, draws=40)
+    assert np.isfinite(metrics["point_estimate_psnr"])
+    std = np.load(tmp_path / "std.npy")
+    assert (std >= 0).all() and std.mean() > 0
+    if method == "fixed-sigma-dip":
+        # x ~ N(x*, s^2 I): mean of the 784 per-pixel variances (39 dof each) estimates s^2
+        # with relative sd sqrt(2/39)/28 = 0.8 %, so its root is within 3 % at > 4 sd.
+        s = metrics["info"]["image_std"]
+        assert np.sqrt((std ** 2).mean()) / s == pytest.approx(1.0, abs=0.03)
+    if method == "linearised-dip":
+        assert np.isfinite(metrics["info"]["log_evidence"])
+    if method == "mc-dropout-dip":
+        assert metrics["dropout"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--method", "jpmap", "--prior", "no-such-prior"], ["--prior", "digits-supn"]),
+    (["--method", "jpmap", "--prior", "digits-supn", "--size", "32"], ["--prior", "--size", "28"]),
+    (["--method", "jpmap", "--prior", "missing.safetensors"], ["--prior", "missing.safetensors"]),
+    (["--method", "jpmap"], ["--prior"]),
+    (["--method", "tv", "--prior", "digits-supn"], ["--prior"]),
+    (["--method", "no-such-method"], ["--method", "no-such-method"]),
+    (["--method", "mc-dropout-dip", "--dropout", "1.5"], ["--dropout"]),
+    (["--method", "jpmap", "--prior", "digits-supn", "--map-iterations", "0"],
+     ["--map-iterations", ">= 1"]),
+    (["--method", "fbp", "--image", "digit", "--size", "28", "--index", "100000"], ["--index"]),
+    (["--method", "laplace", "--prior", "digits-supn", "--num-samples", "1", "--num-chains", "1"],
+     ["--num-samples"]),
+])
+def test_reconstruct_bad_options_exit_2(tmp_path, capsys, args, names):
+    cmd = ["reconstruct", "--problem", "ct", "--no-progress", *args, "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exc:
+        main(cmd)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    for name in names:
+        assert name in err
+    assert not (tmp_path / "o").exists()  # nothing written before the check
+
+
+def test_benchmark_quick(tmp_path, capsys):
+    assert main(["benchmark", "--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 4  # header + CT forward, log-density, MAP vs TV
+    for row in rows[1:]:
+        ratio = float(row.strip("| ").split("|")[-1])
+        assert np.isfinite(ratio) and ratio > 0
+    results = json.loads((tmp_path / "benchmark.json").read_text())
+    refs = {m["reference"] for m in results["measurements"]}
+    assert {"skimage.transform.radon", "diagonal Normal.log_prob"} <= refs
+    for m in results["measurements"]:
+        assert m["ratio"] == pytest.approx(m["this_s"] / m["reference_s"])
+        assert m["this_s"] > 0 and m["reference_s"] > 0

@@ -1,0 +1,353 @@
+"""Every reconstruction method of ``bayes-recon reconstruct``, behind one call.
+
+Method names are the library's own, so the command line reads like the API:
+
+========================  =======================================================
+family                    ``--method``
+========================  =======================================================
+classical                 ``fbp``, ``adjoint``, ``tikhonov``, ``tv``
+SUPN prior, MAP           ``alternating``, ``jpmap``, ``csgm``, ``svi`` (needs ``--prior``)
+SUPN prior, posterior     ``nuts``, ``laplace`` (needs ``--prior``)
+deep image prior          ``dip`` (point estimate), ``linearised-dip``,
+                          ``mc-dropout-dip``, ``fixed-sigma-dip``
+========================  =======================================================
+
+:func:`run_method` takes a :class:`MethodSettings` (typed, validated) and
+returns a :class:`MethodResult`: a point estimate and, for Bayesian methods, a
+:class:`~bayes_recon.inference.Posterior`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ._validation import check_int, check_positive
+from .inference import (
+    MAP_METHODS,
+    SAMPLING_METHODS,
+    LinearisedDIPConfig,
+    MAPConfig,
+    SamplingConfig,
+    fit_dip,
+    fixed_noise_posterior,
+    linearised_dip,
+    map_estimate,
+    mc_dropout_posterior,
+    sample_posterior,
+)
+from .models import UNetConfig
+from .operators import tikhonov, tv_reconstruction
+from .operators.classical import rough_reconstruction
+
+__all__ = [
+    "CLASSICAL_METHODS", "SUPN_MAP_METHODS", "SUPN_POSTERIOR_METHODS", "DIP_METHODS",
+    "PRIOR_METHODS", "POSTERIOR_METHODS", "ALL_METHODS", "NOISE_MODES",
+    "ClassicalSettings", "MethodSettings", "MethodResult",
+    "classical_reconstruction", "load_prior", "rough_noise_std", "run_method",
+]
+
+CLASSICAL_METHODS = ("fbp", "adjoint", "tikhonov", "tv")
+SUPN_MAP_METHODS = tuple(MAP_METHODS)
+SUPN_POSTERIOR_METHODS = tuple(SAMPLING_METHODS)
+DIP_METHODS = ("dip", "linearised-dip", "mc-dropout-dip", "fixed-sigma-dip")
+PRIOR_METHODS = SUPN_MAP_METHODS + SUPN_POSTERIOR_METHODS
+POSTERIOR_METHODS = SUPN_POSTERIOR_METHODS + DIP_METHODS[1:]
+ALL_METHODS = CLASSICAL_METHODS + PRIOR_METHODS + DIP_METHODS
+NOISE_MODES = ("known", "estimate")
+
+
+@dataclass
+class ClassicalSettings:
+    """Relative weights of the classical baselines.
+
+    Attributes
+    ----------
+    tikhonov_weight : float
+        In units of ``||A||²``.
+    tv_weight : float
+        In units of ``σ · ||A||`` (data term ``½||Ax − y||²``).
+    tv_iterations : int
+    """
+
+    tikhonov_weight: float = 0.01
+    tv_weight: float = 0.05
+    tv_iterations: int = 1000
+
+
+@dataclass
+class MethodSettings:
+    """Everything ``reconstruct`` needs to run one method.
+
+    Attributes
+    ----------
+    method : str
+        One of :data:`ALL_METHODS`.
+    noise : {"known", "estimate"}
+        ``known``: the simulated σ is given to the method; ``estimate``: the
+        method estimates it (SUPN: type-II ML of the collapsed evidence;
+        linearised DIP: the evidence; other methods: the RMS of the FBP
+        residual, see :func:`rough_noise_std`).
+    seed : int
+        Seeds the inference (network initialisation, chains, restarts, draws).
+    progress : bool
+    classical : ClassicalSettings
+    prior : str or None
+        Shipped prior name or ``.safetensors`` path; required exactly for
+        :data:`PRIOR_METHODS`.
+    map : MAPConfig
+    sampling : SamplingConfig
+    num_samples : int or None
+        Draws per chain (SUPN posterior) or in total (DIP posteriors); None
+        takes 200 (SUPN) or ``dip.num_samples`` (DIP).
+    num_chains : int
+        Chains of ``nuts``/``laplace``.
+    dip : LinearisedDIPConfig
+        DIP fit settings shared by every DIP method (``tv_weight``,
+        ``tv_scale``, ``iterations``, ``lr``, ``input``, ``network``) and the
+        linearised-DIP evidence settings.
+    dropout : float
+        Dropout probability of ``mc-dropout-dip``, in (0, 1).
+    """
+
+    method: str
+    noise: str = "known"
+    seed: int = 0
+    progress: bool = True
+    classical: ClassicalSettings = field(default_factory=ClassicalSettings)
+    prior: str | None = None
+    map: MAPConfig = field(default_factory=MAPConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    num_samples: int | None = None
+    num_chains: int = 2
+    dip: LinearisedDIPConfig = field(default_factory=LinearisedDIPConfig)
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        if self.method not in ALL_METHODS:
+            raise ValueError(f"--method must be one of {list(ALL_METHODS)}, got {self.method!r}")
+        if self.noise not in NOISE_MODES:
+            raise ValueError(f"--noise-std must be one of {list(NOISE_MODES)}, got {self.noise!r}")
+        check_int("--seed", self.seed, minimum=0)
+        if self.method in PRIOR_METHODS and self.prior is None:
+            raise ValueError(f"--prior is required for method {self.method!r}: a shipped prior "
+                             "name or a .safetensors checkpoint")
+        if self.method not in PRIOR_METHODS and self.prior is not None:
+            raise ValueError(f"--prior is only used by the SUPN methods {list(PRIOR_METHODS)}, "
+                             f"not by method {self.method!r}")
+        check_int("--num-chains", self.num_chains, minimum=1)
+        if self.num_samples is not None:
+            check_int("--num-samples", self.num_samples, minimum=1)
+            # Posteriors need two draws for a standard deviation.
+            chains = self.num_chains if self.method in SUPN_POSTERIOR_METHODS else 1
+            if self.method in POSTERIOR_METHODS and self.num_samples * chains < 2:
+                raise ValueError(f"--num-samples must give at least 2 draws in total for "
+                                 f"{self.method!r}, got {self.num_samples} x {chains} chain(s)")
+        if not 0 < self.dropout < 1:
+            raise ValueError(f"--dropout must lie in (0, 1), got {self.dropout}")
+
+    def record(self) -> dict:
+        """The settings that matter for ``method``, JSON-ready (for ``metrics.json``)."""
+        rec = {"method": self.method, "noise_std_mode": self.noise, "seed": self.seed}
+        if self.method in CLASSICAL_METHODS:
+            rec["classical"] = dataclasses.asdict(self.classical)
+        elif self.method in PRIOR_METHODS:
+            rec["prior"] = self.prior
+            if self.method in SUPN_MAP_METHODS:
+                rec["map_config"] = dataclasses.asdict(self.map)
+            else:
+                rec.update(num_samples=self.supn_samples, num_chains=self.num_chains,
+                           sampling_config=dataclasses.asdict(self.sampling))
+        else:
+            rec["dip_config"] = dataclasses.asdict(self.dip)
+            if self.method != "dip":
+                rec["num_samples"] = self.dip_samples
+            if self.method == "mc-dropout-dip":
+                rec["dropout"] = self.dropout
+        return rec
+
+    @property
+    def supn_samples(self) -> int:
+        return 200 if self.num_samples is None else self.num_samples
+
+    @property
+    def dip_samples(self) -> int:
+        return self.dip.num_samples if self.num_samples is None else self.num_samples
+
+
+@dataclass
+class MethodResult:
+    """Output of :func:`run_method`.
+
+    Attributes
+    ----------
+    x : torch.Tensor
+        ``(1, C, H, W)``: the point estimate, or the posterior mean.
+    posterior : Posterior or None
+    point_estimate : torch.Tensor or None
+        ``(1, C, H, W)`` fit/MAP a posterior is built around (DIP methods).
+    noise_std : float or None
+        The σ the method used (given or estimated); None if it used none.
+    info : dict
+        Method diagnostics (convergence, timings, evidence), JSON-ready.
+    """
+
+    x: torch.Tensor
+    posterior: object | None = None
+    point_estimate: torch.Tensor | None = None
+    noise_std: float | None = None
+    info: dict = field(default_factory=dict)
+
+
+def classical_reconstruction(method: str, op, y: torch.Tensor, noise_std: float,
+                             tikhonov_weight: float, tv_weight: float, tv_iterations: int,
+                             progress: bool):
+    """Run one classical method; returns ``(B, C, H, W)``.
+
+    Weights are relative: Tikhonov ``weight · ||A||²``, TV ``weight · σ · ||A||``,
+    so one default works across problem sizes and noise levels.
+    """
+    if method == "fbp":
+        if not hasattr(op, "fbp"):
+            raise ValueError(f"method 'fbp' needs a CT problem, got {type(op).__name__}")
+        return op.fbp(y)
+    if method == "adjoint":
+        return op.adjoint(y)
+    if method == "tikhonov":
+        return tikhonov(op, y, weight=tikhonov_weight * op.norm() ** 2)
+    if method == "tv":
+        return tv_reconstruction(op, y, weight=tv_weight * noise_std * op.norm(),
+                                 iterations=tv_iterations, progress=progress)
+    raise ValueError(f"method must be one of {list(CLASSICAL_METHODS)}, got {method!r}")
+
+
+def load_prior(spec: str, size: int | None = None):
+    """A SUPN prior from a shipped name or a ``.safetensors`` checkpoint path.
+
+    Raises ``ValueError`` naming ``--prior`` when the name is unknown, the file is
+    missing or corrupt, or the prior's ``image_size`` differs from ``size``.
+    """
+    from .models import SUPNVAE, available_priors, load_pretrained
+
+    names = available_priors()
+    if spec in names:
+        prior = load_pretrained(spec)
+    elif spec.endswith(".safetensors"):
+        if not Path(spec).is_file():
+            raise ValueError(f"--prior checkpoint {spec} does not exist")
+        try:
+            prior = SUPNVAE.load(spec).eval()
+        except ValueError as err:
+            raise ValueError(f"--prior {spec}: {err}") from None
+    else:
+        raise ValueError(f"--prior must be one of {names} or a path to a .safetensors "
+                         f"checkpoint saved with save_model, got {spec!r}")
+    if size is not None and prior.config.image_size != size:
+        raise ValueError(f"--prior {spec} models {prior.config.image_size}x"
+                         f"{prior.config.image_size} images but --size is {size}; pass "
+                         f"--size {prior.config.image_size}")
+    return prior
+
+
+def rough_noise_std(op, y: torch.Tensor) -> float:
+    """RMS of the rough reconstruction's data residual, a (high) guess at σ.
+
+    Used for regularisation weights when ``--noise-std estimate``; an
+    overestimate only makes the TV/DIP weights somewhat stronger.
+    """
+    with torch.no_grad():
+        r = op(rough_reconstruction(op, y)) - y
+    return check_positive("estimated noise_std", float(r.abs().pow(2).mean().sqrt()))
+
+
+def _run_supn(s: MethodSettings, op, y, noise_std, prior) -> MethodResult:
+    if s.method in SUPN_MAP_METHODS:
+        cfg = dataclasses.replace(s.map, seed=s.seed)
+        rec = map_estimate(y, op, prior, noise_std, method=s.method, config=cfg,
+                           progress=s.progress)
+        info = {"converged": rec.converged, "outer_iterations": len(rec.objective_history),
+                "final_objective": rec.objective_history[-1] if rec.objective_history else None}
+        return MethodResult(rec.x.detach(), noise_std=rec.noise_std, info=info)
+    post = sample_posterior(y, op, prior, noise_std, method=s.method,
+                            num_samples=s.supn_samples, num_chains=s.num_chains, seed=s.seed,
+                            config=s.sampling, progress=s.progress)
+    info = {"x_converged": bool(post.extras.get("x_converged", True))}
+    return MethodResult(post.mean[None], posterior=post, noise_std=post.noise_std, info=info)
+
+
+def _dip_fit(s: MethodSettings, op, y, noise_std, network: UNetConfig):
+    cfg = s.dip
+    weight = cfg.tv_weight
+    if weight is None:  # same rule as linearised_dip: tv_scale · σ
+        sigma = noise_std if noise_std is not None else rough_noise_std(op, y)
+        weight = check_positive("--dip-tv-scale * noise_std", cfg.tv_scale * sigma)
+    return fit_dip(y, op, weight, cfg.iterations, lr=cfg.lr, input=cfg.input, seed=s.seed,
+                   network_config=network, progress=s.progress)
+
+
+def _run_dip(s: MethodSettings, op, y, noise_std) -> MethodResult:
+    if s.method == "linearised-dip":
+        cfg = dataclasses.replace(s.dip, num_samples=s.dip_samples)
+        res = linearised_dip(y, op, noise_std, cfg, seed=s.seed, progress=s.progress)
+        post = res.posterior
+        info = {"log_evidence": res.evidence.log_evidence,
+                "evidence_converged": res.evidence.converged,
+                "evidence_iterations": res.evidence.iterations,
+                "dip_best_iteration": res.fit.best_iteration,
+                "timings_s": dict(res.timings)}
+        return MethodResult(post.mean[None], posterior=post, point_estimate=res.fit.x,
+                            noise_std=post.noise_std, info=info)
+    network = s.dip.network
+    if s.method == "mc-dropout-dip":
+        network = dataclasses.replace(network, dropout=s.dropout)
+    fit = _dip_fit(s, op, y, noise_std, network)
+    info = {"dip_best_iteration": fit.best_iteration, "dip_best_loss": fit.best_loss,
+            "tv_weight": fit.tv_weight, "dip_seconds": fit.seconds}
+    if s.method == "dip":
+        return MethodResult(fit.x, noise_std=noise_std, info=info)
+    if s.method == "mc-dropout-dip":
+        post = mc_dropout_posterior(fit, s.dip_samples, seed=s.seed)
+    else:
+        post = fixed_noise_posterior(fit, op, s.dip_samples, seed=s.seed)
+        info["image_std"] = float(post.extras["image_std"])
+    return MethodResult(post.mean[None], posterior=post, point_estimate=fit.x,
+                        noise_std=noise_std, info=info)
+
+
+def run_method(settings: MethodSettings, op, y: torch.Tensor, noise_std: float,
+               prior=None) -> MethodResult:
+    """Run ``settings.method`` on one measurement.
+
+    Parameters
+    ----------
+    settings : MethodSettings
+    op : LinearOperator
+    y : torch.Tensor
+        ``(1, *op.range_shape)``.
+    noise_std : float
+        The simulated σ; passed on when ``settings.noise == "known"``.
+    prior : SUPNVAE, optional
+        Required for :data:`PRIOR_METHODS` (see :func:`load_prior`).
+
+    Returns
+    -------
+    MethodResult
+    """
+    if not isinstance(settings, MethodSettings):
+        raise TypeError(f"settings must be a MethodSettings, got {type(settings).__name__}")
+    s = settings
+    given = float(noise_std) if s.noise == "known" else None
+    if s.method in CLASSICAL_METHODS:
+        sigma = given if given is not None else rough_noise_std(op, y)
+        c = s.classical
+        x = classical_reconstruction(s.method, op, y, sigma, c.tikhonov_weight, c.tv_weight,
+                                     c.tv_iterations, s.progress)
+        return MethodResult(x.detach(), noise_std=sigma if s.method == "tv" else None)
+    if s.method in PRIOR_METHODS:
+        if prior is None:
+            raise ValueError(f"prior is required for method {s.method!r} (see load_prior)")
+        return _run_supn(s, op, y, given, prior)
+    return _run_dip(s, op, y, given)

@@ -16,7 +16,7 @@ from bayes_recon.models.introspection import (
     plot_prior_samples,
 )
 
-SHIPPED = ["digits-supn", "digits-diagonal", "digits-identity"]
+SHIPPED = ["digits-supn", "digits-diagonal", "digits-identity", "patches-supn"]
 FOLDER = Path(bayes_recon.__file__).parent / "pretrained"
 
 

@@ -185,6 +185,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
 
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    # The demo's 28x28 problems gain nothing from intra-op threads, and on a loaded
+    # machine spinning OpenMP workers make them several times slower.
+    torch.set_num_threads(args.threads)
     run_demo(DemoConfig(out=Path(args.out), quick=args.quick, progress=not args.no_progress))
     return 0
 
@@ -373,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo_output", help="output folder")
     demo.add_argument("--quick", action="store_true", help="a fast version (< 2 minutes)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    demo.add_argument("--threads", type=int, default=1,
+                      help="torch intra-op threads (default 1: the problems are small)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

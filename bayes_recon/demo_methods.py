@@ -73,9 +73,9 @@ def _supn_posterior(p: "DemoProblem") -> MethodResult:
 
     quick = p.config.quick
     method = "laplace" if quick else "nuts"
-    # NUTS costs about 1 s per step here (dense float64 evidence at 784 pixels), so the
-    # full demo keeps to 2 chains x (50 warm-up + 50 draws).
-    draws = 100 if quick else 50
+    # NUTS costs 1-3 s per transition here (~10 leapfrog steps through the dense float64
+    # evidence at 784 pixels), so the full demo keeps to 2 chains x (30 warm-up + 30 draws).
+    draws = 100 if quick else 30
     post = sample_posterior(p.y, p.op, _prior(p), p.noise_std, method=method,
                             num_samples=draws, num_chains=2, seed=p.config.seed,
                             config=SamplingConfig(warmup=draws), progress=p.config.progress)

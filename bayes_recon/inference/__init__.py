@@ -10,6 +10,7 @@ from .gaussian_posterior import GaussianImagePosterior, XSolverConfig
 from .linearised import (
     CholeskyJitterWarning,
     EvidenceConvergenceWarning,
+    EvidenceResult,
     LaplaceConfig,
     LinearisedLaplace,
     fixed_noise_posterior,
@@ -51,4 +52,5 @@ __all__ = [
     "fixed_noise_posterior",
     "CholeskyJitterWarning",
     "EvidenceConvergenceWarning",
+    "EvidenceResult",
 ]

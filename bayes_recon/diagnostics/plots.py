@@ -2,8 +2,9 @@
 
 Figures are built with ``matplotlib.figure.Figure`` directly, not through
 ``pyplot``: no backend is switched, nothing is registered with pyplot's figure
-manager (so nothing leaks or pops up), and saving works headless. Jupyter still
-displays a returned Figure. A file is written only when ``path`` is given.
+manager (so nothing leaks or pops up), and saving works headless. In Jupyter a
+returned Figure renders inline once the inline backend is active (``%matplotlib
+inline``). A file is written only when ``path`` is given.
 """
 
 from __future__ import annotations

@@ -23,18 +23,8 @@ import torch
 from skimage.transform import iradon, radon
 
 from bayes_recon import operators as ops
+from bayes_recon.benchmarking import median_time
 from bayes_recon.data import shepp_logan
-
-
-def median_time(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` in seconds, after one warm-up call."""
-    fn()  # warm-up: CSR conversion cache, first-touch allocation
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _timed(fn) -> float:

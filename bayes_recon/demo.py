@@ -57,7 +57,10 @@ def make_problem(config: DemoConfig) -> DemoProblem:
 
 
 def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+    """ASCII file stem of a method name: ``"DIP + fixed σ"`` → ``"dip_fixed_sigma"``."""
+    text = name.lower().replace("σ", "sigma")
+    text = "".join(c if c.isascii() and c.isalnum() else "_" for c in text)
+    return "_".join(part for part in text.split("_") if part)
 
 
 def run_demo(config: DemoConfig) -> dict:
@@ -149,6 +152,13 @@ def _report(summary: dict, posterior_methods: list, slug) -> str:
             f"| {r['method']} | {_fmt(r['psnr'], '.2f')} | {_fmt(r['ssim'], '.3f')} "
             f"| {_fmt(r['coverage_90'], '.3f')} | {_fmt(r['calibration_error'], '.3f')} "
             f"| {_fmt(r['test_log_likelihood'], '.3f')} | {_fmt(r['wall_time_s'], '.2f')} |")
+    notes = [(r["method"], {k[5:]: v for k, v in r.items() if k.startswith("info_")})
+             for r in summary["results"]]
+    notes = [(name, info) for name, info in notes if info]
+    if notes:
+        lines += ["", "Settings:", ""]
+        lines += [f"- {name}: " + ", ".join(f"{k} = {v}" for k, v in info.items())
+                  for name, info in notes]
     lines += ["", "Truth:", "", "![truth](truth.png)", ""]
     if posterior_methods:
         lines += ["## Calibration", "", "![calibration curves](calibration_curves.png)", ""]

@@ -48,7 +48,7 @@ def _tv(p: "DemoProblem") -> MethodResult:
     iterations = 300 if p.config.quick else 1000
     x = tv_reconstruction(p.op, p.y, weight=TV_WEIGHT * p.op.norm() * p.noise_std,
                           iterations=iterations, progress=p.config.progress)
-    return MethodResult(x, info={"iterations": iterations})
+    return MethodResult(x, info={"iterations": iterations, "weight": f"{TV_WEIGHT} σ ||A||"})
 
 
 def _prior(p: "DemoProblem"):
@@ -64,7 +64,8 @@ def _supn_map(p: "DemoProblem") -> MethodResult:
     cfg = MAPConfig(max_iterations=10 if p.config.quick else 30, seed=p.config.seed)
     rec = map_estimate(p.y, p.op, _prior(p), p.noise_std, method="jpmap", config=cfg,
                        progress=p.config.progress)
-    return MethodResult(rec.x.float(), info={"converged": rec.converged})
+    return MethodResult(rec.x.float(), info={"max_iterations": cfg.max_iterations,
+                                             "converged": rec.converged})
 
 
 def _supn_posterior(p: "DemoProblem") -> MethodResult:
@@ -79,7 +80,10 @@ def _supn_posterior(p: "DemoProblem") -> MethodResult:
     post = sample_posterior(p.y, p.op, _prior(p), p.noise_std, method=method,
                             num_samples=draws, num_chains=2, seed=p.config.seed,
                             config=SamplingConfig(warmup=draws), progress=p.config.progress)
-    return MethodResult(post.mean[None].float(), post, info={"z_sampler": method, "draws": 2 * draws})
+    return MethodResult(post.mean[None].float(), post,
+                        info={"z_sampler": method, "chains": 2, "draws_per_chain": draws,
+                              "warmup": draws if method == "nuts" else 0,
+                              "x": "exact sample of x | z, y per z draw"})
 
 
 def _dip_network(p: "DemoProblem", dropout: float = 0.0):
@@ -102,20 +106,25 @@ def _linearised_dip(p: "DemoProblem") -> MethodResult:
                          progress=p.config.progress)
     p.cache["dip_fit"] = res.fit  # the fixed-σ baseline reuses the same DIP
     return MethodResult(res.fit.x.detach().float(), res.posterior,
-                        info={"log_evidence": float(res.evidence.log_evidence)
-                              if hasattr(res.evidence, "log_evidence") else None})
+                        info={"dip_iterations": cfg.iterations, "dip_lr": cfg.lr,
+                              "predcp_scale": cfg.predcp_scale, "samples": cfg.num_samples,
+                              "log_evidence": round(float(res.evidence.log_evidence), 2)})
 
 
 def _fixed_sigma_dip(p: "DemoProblem") -> MethodResult:
     from .inference import fit_dip, fixed_noise_posterior
 
     fit = p.cache.get("dip_fit")
+    shared = fit is not None  # then its wall time excludes the DIP fit
     if fit is None:
         fit = fit_dip(p.y, p.op, DIP_TV_SCALE * p.noise_std, _dip_iterations(p), lr=DIP_LR,
                       seed=p.config.seed, network_config=_dip_network(p),
                       progress=p.config.progress)
-    post = fixed_noise_posterior(fit, p.op, 200 if p.config.quick else 1000, seed=p.config.seed)
-    return MethodResult(fit.x.detach().float(), post)
+    samples = 200 if p.config.quick else 1000
+    post = fixed_noise_posterior(fit, p.op, samples, seed=p.config.seed)
+    return MethodResult(fit.x.detach().float(), post,
+                        info={"samples": samples, "sigma²": "||y - A x*||² / ||A||_F² (residual)",
+                              "dip_fit": "shared with the linearised DIP" if shared else "own"})
 
 
 def _mc_dropout_dip(p: "DemoProblem") -> MethodResult:
@@ -124,8 +133,10 @@ def _mc_dropout_dip(p: "DemoProblem") -> MethodResult:
     fit = fit_dip(p.y, p.op, DIP_TV_SCALE * p.noise_std, _dip_iterations(p), lr=DIP_LR,
                   seed=p.config.seed, network_config=_dip_network(p, MC_DROPOUT_RATE),
                   progress=p.config.progress)
-    post = mc_dropout_posterior(fit, 200 if p.config.quick else 1000, seed=p.config.seed)
-    return MethodResult(post.mean[None].float(), post, info={"dropout": MC_DROPOUT_RATE})
+    samples = 200 if p.config.quick else 1000
+    post = mc_dropout_posterior(fit, samples, seed=p.config.seed)
+    return MethodResult(post.mean[None].float(), post,
+                        info={"dropout": MC_DROPOUT_RATE, "samples": samples})
 
 
 METHODS: dict[str, Callable[["DemoProblem"], MethodResult]] = {

@@ -159,7 +159,8 @@ def plot_calibration_curve(reports, *, path=None) -> Figure:
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="nominal coverage", ylabel="observed coverage")
     ax.set_aspect("equal")
     ax.set_title("calibration")
-    ax.legend(loc="upper left", fontsize="small")
+    # Over-dispersed methods crowd the top left, under-dispersed the bottom right.
+    ax.legend(loc="lower right", fontsize="small", framealpha=0.8)
     return _finish(fig, path)
 
 

@@ -54,3 +54,21 @@ def write_text(path, text: str) -> Path:
     """Write UTF-8 text, atomically."""
     data = text.encode()
     return _atomic(path, lambda fh: fh.write(data))
+
+
+def write_netcdf(path, idata) -> Path:
+    """Write an ``arviz.InferenceData`` as netCDF, atomically.
+
+    netCDF writers need a file name, not a handle, so the temporary file is named.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        idata.to_netcdf(str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    return path

@@ -41,13 +41,14 @@ from .inference import (
 )
 from .models import UNetConfig
 from .operators import tikhonov, tv_reconstruction
-from .operators.classical import rough_reconstruction
+from .inference.linearised.pipeline import dip_tv_weight
+from .operators.classical import rough_noise_std
 
 __all__ = [
     "CLASSICAL_METHODS", "SUPN_MAP_METHODS", "SUPN_POSTERIOR_METHODS", "DIP_METHODS",
     "PRIOR_METHODS", "POSTERIOR_METHODS", "ALL_METHODS", "NOISE_MODES",
     "ClassicalSettings", "MethodSettings", "MethodResult",
-    "classical_reconstruction", "load_prior", "rough_noise_std", "run_method",
+    "classical_reconstruction", "load_prior", "run_method",
 ]
 
 CLASSICAL_METHODS = ("fbp", "adjoint", "tikhonov", "tv")
@@ -90,7 +91,7 @@ class MethodSettings:
         ``known``: the simulated σ is given to the method; ``estimate``: the
         method estimates it (SUPN: type-II ML of the collapsed evidence;
         linearised DIP: the evidence; other methods: the RMS of the FBP
-        residual, see :func:`rough_noise_std`).
+        residual, see :func:`bayes_recon.operators.rough_noise_std`).
     seed : int
         Seeds the inference (network initialisation, chains, restarts, draws).
     progress : bool
@@ -252,17 +253,6 @@ def load_prior(spec: str, size: int | None = None):
     return prior
 
 
-def rough_noise_std(op, y: torch.Tensor) -> float:
-    """RMS of the rough reconstruction's data residual, a (high) guess at σ.
-
-    Used for regularisation weights when ``--noise-std estimate``; an
-    overestimate only makes the TV/DIP weights somewhat stronger.
-    """
-    with torch.no_grad():
-        r = op(rough_reconstruction(op, y)) - y
-    return check_positive("estimated noise_std", float(r.abs().pow(2).mean().sqrt()))
-
-
 def _run_supn(s: MethodSettings, op, y, noise_std, prior) -> MethodResult:
     if s.method in SUPN_MAP_METHODS:
         cfg = dataclasses.replace(s.map, seed=s.seed)
@@ -280,10 +270,7 @@ def _run_supn(s: MethodSettings, op, y, noise_std, prior) -> MethodResult:
 
 def _dip_fit(s: MethodSettings, op, y, noise_std, network: UNetConfig):
     cfg = s.dip
-    weight = cfg.tv_weight
-    if weight is None:  # same rule as linearised_dip: tv_scale · σ
-        sigma = noise_std if noise_std is not None else rough_noise_std(op, y)
-        weight = check_positive("--dip-tv-scale * noise_std", cfg.tv_scale * sigma)
+    weight = dip_tv_weight(cfg, op, y, noise_std)  # the rule linearised_dip uses
     return fit_dip(y, op, weight, cfg.iterations, lr=cfg.lr, input=cfg.input, seed=s.seed,
                    network_config=network, progress=s.progress)
 
@@ -341,7 +328,8 @@ def run_method(settings: MethodSettings, op, y: torch.Tensor, noise_std: float,
     s = settings
     given = float(noise_std) if s.noise == "known" else None
     if s.method in CLASSICAL_METHODS:
-        sigma = given if given is not None else rough_noise_std(op, y)
+        sigma = given if given is not None else check_positive("estimated noise_std",
+                                                                rough_noise_std(op, y))
         c = s.classical
         x = classical_reconstruction(s.method, op, y, sigma, c.tikhonov_weight, c.tv_weight,
                                      c.tv_iterations, s.progress)

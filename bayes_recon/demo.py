@@ -11,13 +11,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import torch
 
 from . import __version__
-from ._io import write_json, write_npy, write_png, write_text
+from ._io import write_json, write_netcdf, write_npy, write_png, write_text
 from .data import digits, simulate
 from .metrics import psnr, ssim
-from .demo_methods import METHODS, MethodResult
+from .demo_methods import METHODS
 from .operators import ParallelBeamCT
 
 
@@ -102,7 +103,7 @@ def run_demo(config: DemoConfig) -> dict:
         if result.posterior is not None:
             post = result.posterior
             idata = to_arviz(post, truth=problem.truth[0], y=problem.y[0])
-            idata.to_netcdf(str(out / f"{slug}.nc"))
+            write_netcdf(out / f"{slug}.nc", idata)
             report = calibration(post, problem.truth[0])
             reports[name] = report
             write_json(out / f"{slug}_calibration.json", report.to_dict(include_pit=False))

@@ -6,12 +6,9 @@ held-out test digit plays no part in tuning. ``quick`` shortens every iterative 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-import torch
-
-from .operators import tikhonov, tv_reconstruction
+from .cli_methods import MethodResult, classical_reconstruction
 
 if TYPE_CHECKING:  # pragma: no cover
     from .demo import DemoProblem
@@ -27,27 +24,19 @@ PREDCP_SCALE = 0.05
 MC_DROPOUT_RATE = 0.05
 
 
-@dataclass
-class MethodResult:
-    """A point estimate ``(1, C, H, W)`` and, for Bayesian methods, a posterior."""
-
-    x: torch.Tensor
-    posterior: object | None = None
-    info: dict = field(default_factory=dict)
-
-
 def _fbp(p: "DemoProblem") -> MethodResult:
     return MethodResult(p.op.fbp(p.y))
 
 
 def _tikhonov(p: "DemoProblem") -> MethodResult:
-    return MethodResult(tikhonov(p.op, p.y, weight=TIKHONOV_WEIGHT * p.op.norm() ** 2))
+    return MethodResult(classical_reconstruction("tikhonov", p.op, p.y, p.noise_std,
+                                                 TIKHONOV_WEIGHT, TV_WEIGHT, 0, False))
 
 
 def _tv(p: "DemoProblem") -> MethodResult:
     iterations = 300 if p.config.quick else 1000
-    x = tv_reconstruction(p.op, p.y, weight=TV_WEIGHT * p.op.norm() * p.noise_std,
-                          iterations=iterations, progress=p.config.progress)
+    x = classical_reconstruction("tv", p.op, p.y, p.noise_std, TIKHONOV_WEIGHT, TV_WEIGHT,
+                                 iterations, p.config.progress)
     return MethodResult(x, info={"iterations": iterations, "weight": f"{TV_WEIGHT} σ ||A||"})
 
 

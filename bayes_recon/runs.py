@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._io import write_json, write_npy, write_png, write_text
+from ._io import write_json, write_netcdf, write_npy, write_png, write_text
 
 POSTERIOR_FILE = "posterior.nc"
 
@@ -61,9 +61,7 @@ def write_run(out, truth: torch.Tensor, x: torch.Tensor, metrics: dict, posterio
             write_png(out / f"sample_{i}.png", posterior.samples[0, i, 0].detach().cpu().numpy(),
                       vmin=0.0, vmax=1.0)
         idata = to_arviz(posterior, truth=truth[0], y=None if y is None else y[0])
-        tmp = out / f".{POSTERIOR_FILE}.tmp"
-        idata.to_netcdf(str(tmp))
-        tmp.replace(out / POSTERIOR_FILE)
+        write_netcdf(out / POSTERIOR_FILE, idata)
         metrics = {**posterior_summary(posterior), **metrics}
     write_json(out / "metrics.json", metrics)
     return out

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from .._validation import check_choice, check_int, check_positive, check_tensor
 from ..models.unet import UNet, UNetConfig
 from ..operators.base import LinearOperator
-from ..operators.classical import rough_reconstruction
+from ..metrics import psnr
+from ..operators.classical import image_gradient, rough_reconstruction
 
 __all__ = ["DIPFit", "fit_dip", "pretrain_dip", "total_variation", "dip_input"]
 
@@ -43,10 +44,10 @@ def total_variation(x: torch.Tensor, isotropic: bool = False, eps: float = 1e-12
     tensor([4.])
     """
     check_tensor("x", x, ndim=4)
+    if not isotropic:
+        return image_gradient(x).abs().flatten(1).sum(1)
     dy = x[..., 1:, :] - x[..., :-1, :]
     dx = x[..., :, 1:] - x[..., :, :-1]
-    if not isotropic:
-        return dy.abs().flatten(1).sum(1) + dx.abs().flatten(1).sum(1)
     mag = (dy[..., :, :-1].pow(2) + dx[..., :-1, :].pow(2) + eps).sqrt()
     return mag.flatten(1).sum(1)
 
@@ -120,11 +121,6 @@ def dip_input(y: torch.Tensor, op: LinearOperator, input: str = "fbp", seed: int
     dtype = y.real.dtype if y.is_complex() else y.dtype
     gen = torch.Generator(device=y.device).manual_seed(seed)
     return noise_std * torch.randn((1, *op.domain_shape), generator=gen, dtype=dtype, device=y.device)
-
-
-def _psnr(x, truth) -> float:
-    mse = float((x - truth).pow(2).mean())
-    return float("inf") if mse == 0 else -10.0 * np.log10(mse)
 
 
 def _network_for(op, init, network_config, seed, dtype, device) -> UNet:
@@ -232,7 +228,7 @@ def fit_dip(y: torch.Tensor, op: LinearOperator, tv_weight: float, iterations: i
             raise FloatingPointError(f"DIP loss became {value} at iteration {it}; lower lr={lr}")
         losses[it] = value
         if psnrs is not None:
-            psnrs[it] = _psnr(x.detach(), truth)
+            psnrs[it] = float(psnr(x.detach(), truth, data_range=1.0)[0])
         if value < best_loss:
             # The state that produced this loss is the one before the step.
             best_loss, best_it = value, it

@@ -10,6 +10,7 @@ from .cg import CGConvergenceWarning, CGResult, conjugate_gradient
 from .classical import (
     image_divergence,
     image_gradient,
+    rough_noise_std,
     rough_reconstruction,
     tikhonov,
     total_variation,
@@ -43,6 +44,7 @@ __all__ = [
     "CGConvergenceWarning",
     "tikhonov",
     "rough_reconstruction",
+    "rough_noise_std",
     "tv_reconstruction",
     "total_variation",
     "image_gradient",

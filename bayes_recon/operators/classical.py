@@ -180,3 +180,14 @@ def rough_reconstruction(op: LinearOperator, y: torch.Tensor) -> torch.Tensor:
     if hasattr(op, "fbp"):
         return op.fbp(y)
     return op.adjoint(y) / op.norm() ** 2
+
+
+def rough_noise_std(op: LinearOperator, y: torch.Tensor) -> float:
+    """RMS of the data residual of :func:`rough_reconstruction`: a (high) guess at σ.
+
+    For setting regularisation weights when σ is unknown; an overestimate only makes
+    those weights somewhat stronger.
+    """
+    with torch.no_grad():
+        r = op(rough_reconstruction(op, y)) - y
+    return float(r.abs().pow(2).mean().sqrt())

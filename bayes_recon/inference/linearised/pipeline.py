@@ -10,12 +10,13 @@ import torch
 from ..._validation import check_int, check_positive
 from ...models.unet import UNetConfig
 from ...operators.base import LinearOperator
+from ...operators.classical import rough_noise_std
 from ..dip import DIPFit, fit_dip
 from ..posterior import Posterior
 from .config import EvidenceResult, LaplaceConfig
 from .laplace import LinearisedLaplace
 
-__all__ = ["LinearisedDIPConfig", "LinearisedDIPResult", "linearised_dip"]
+__all__ = ["LinearisedDIPConfig", "LinearisedDIPResult", "dip_tv_weight", "linearised_dip"]
 
 
 @dataclass
@@ -58,6 +59,19 @@ class LinearisedDIPResult:
     laplace: LinearisedLaplace
     evidence: EvidenceResult
     timings: dict
+
+
+def dip_tv_weight(config: LinearisedDIPConfig, op: LinearOperator, y: torch.Tensor,
+                  noise_std: float | None) -> float:
+    """The DIP's TV weight ``γ``: ``config.tv_weight``, else ``tv_scale · σ``.
+
+    Without a known ``noise_std``, σ is :func:`~bayes_recon.operators.rough_noise_std`
+    (an overestimate only makes γ somewhat stronger).
+    """
+    if config.tv_weight is not None:
+        return config.tv_weight
+    sigma = rough_noise_std(op, y) if noise_std is None else noise_std
+    return check_positive("tv_scale * noise_std", config.tv_scale * sigma)
 
 
 def linearised_dip(y: torch.Tensor, op: LinearOperator, noise_std: float | None = None,
@@ -107,15 +121,7 @@ def linearised_dip(y: torch.Tensor, op: LinearOperator, noise_std: float | None 
     check_int("seed", seed, minimum=0)
     if noise_std is not None:
         noise_std = check_positive("noise_std", noise_std)
-    tv_weight = cfg.tv_weight
-    if tv_weight is None:
-        sigma = noise_std
-        if sigma is None:
-            # Rough noise level: RMS of the FBP's data residual (an overestimate is harmless here).
-            from ...operators.classical import rough_reconstruction
-            with torch.no_grad():
-                sigma = float((op(rough_reconstruction(op, y)) - y).abs().pow(2).mean().sqrt())
-        tv_weight = check_positive("tv_scale * noise_std", cfg.tv_scale * sigma)
+    tv_weight = dip_tv_weight(cfg, op, y, noise_std)
     timings = {}
     t0 = time.perf_counter()
     net_cfg = cfg.network

@@ -208,10 +208,9 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
     train_config = TrainConfig(stage1_epochs=args.stage1_epochs,
                                stage2_epochs=args.stage2_epochs, batch_size=args.batch_size,
                                lr=args.lr, patience=args.patience, seed=args.seed)
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(args.seed)  # weight initialisation; restored below
-    model = SUPNVAE(config)
-    torch.random.set_rng_state(gen_state)
+    with torch.random.fork_rng(devices=[]):  # seeded weight initialisation
+        torch.manual_seed(args.seed)
+        model = SUPNVAE(config)
     out = Path(args.out)
     start = time.perf_counter()
     result = train_prior(model, data.train, data.val, train_config, checkpoint_dir=out,

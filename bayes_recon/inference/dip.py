@@ -134,8 +134,10 @@ def _network_for(op, init, network_config, seed, dtype, device) -> UNet:
         cfg = network_config or UNetConfig(in_channels=channels, out_channels=channels)
         if not isinstance(cfg, UNetConfig):
             raise TypeError(f"network_config must be a UNetConfig, got {type(cfg).__name__}")
-        torch.manual_seed(seed)  # nn.Module init draws from the global generator
-        net = UNet(cfg)
+        # nn.Module init draws from the global generator: seed it without leaking the state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = UNet(cfg)
     cfg = getattr(net, "config", None)
     if cfg is not None and (cfg.in_channels, cfg.out_channels) != (channels, channels):
         raise ValueError(

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from .._validation import check_choice, check_int, check_positive
 from ..models.program import check_reconstruction_inputs, reconstruction_model
 from .collapsed import SLQConfig, decode64
+from ._rng import pyro_seed
 from .gaussian_posterior import GaussianImagePosterior, XSolverConfig
 from .latent_map import collapsed_map, gradient_descent, initial_latent, lbfgs
 
@@ -177,11 +178,12 @@ def _jpmap(y, op, prior, sigma, cfg, progress, z0):
     cg_ok &= ok
     enc_dtype = next(prior.parameters()).dtype
     loop = _Loop(cfg, progress, "JPMAP")
+    with torch.no_grad():
+        current = float(joint_objective(x, z, y, op, prior, sigma, t).sum())
     while True:
         def f(v):
             return joint_objective(x, v, y, op, prior, sigma, t).sum()
 
-        current = float(f(z).detach())
         # z-step: from the current z and from the encoder of the current x; keep the better.
         with torch.no_grad():
             z_enc = prior.encode(x.to(enc_dtype)).loc.to(torch.float64)
@@ -196,8 +198,8 @@ def _jpmap(y, op, prior, sigma, cfg, progress, z0):
             x, ok = x_step(z)  # exact minimiser in x: never raises J
         cg_ok &= ok
         with torch.no_grad():
-            value = float(joint_objective(x, z, y, op, prior, sigma, t).sum())
-        if loop.record(value):
+            current = float(joint_objective(x, z, y, op, prior, sigma, t).sum())
+        if loop.record(current):  # J at (x, z): also the next z-step's baseline
             return x, z, loop.history, loop.converged and cg_ok
 
 
@@ -244,8 +246,7 @@ def _svi(y, op, prior, sigma, cfg, progress, z0):
     with torch.no_grad():
         x0 = prior.decode_mean(z0.to(dtype))
     steps = 10 * cfg.max_iterations
-    pyro.set_rng_seed(cfg.seed)
-    with pyro.get_param_store().scope():
+    with pyro_seed(cfg.seed), pyro.get_param_store().scope():
         guide = AutoDelta(reconstruction_model,
                           init_loc_fn=init_to_value(values={"z": z0.to(dtype), "x": x0}))
         svi = SVI(reconstruction_model, guide, pyro.optim.Adam({"lr": cfg.lr}), Trace_ELBO())

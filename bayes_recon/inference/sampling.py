@@ -17,7 +17,6 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 from tqdm.auto import tqdm
@@ -27,6 +26,7 @@ from ..models.program import check_reconstruction_inputs
 from .collapsed import SLQConfig, choose_evidence_method, collapsed_log_posterior, decode64
 from .gaussian_posterior import GaussianImagePosterior, XSolverConfig
 from .latent_map import collapsed_map, initial_latent
+from ._rng import pyro_seed
 from .posterior import Posterior
 
 __all__ = ["SAMPLING_METHODS", "SamplingConfig", "sample_posterior", "LaplaceWarning",
@@ -140,21 +140,21 @@ def _nuts_latents(y, op, prior, sigma, num_samples, num_chains, seed, cfg, progr
     warmup = num_samples if cfg.warmup is None else cfg.warmup
     chains_z, stats = [], {k: [] for k in ("diverging", "accept_prob", "step_size", "num_steps", "tree_depth")}
     for chain in range(num_chains):
-        pyro.set_rng_seed(seed + chain)
-        gen = torch.Generator().manual_seed(seed + 1000 + chain)
-        start = z_init[0] + cfg.init_jitter * torch.randn(z_init.shape[1:], generator=gen, dtype=z_init.dtype)
-        counter = [0]
-        kernel = _RecordingNUTS(potential_fn=_potential(y, op, prior, sigma, cfg, counter),
-                                max_tree_depth=cfg.max_tree_depth, target_accept_prob=cfg.target_accept,
-                                adapt_step_size=True, adapt_mass_matrix=True, counter=counter)
-        mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup,
-                    initial_params={"z": start.detach().to(torch.float64)}, num_chains=1,
-                    disable_progbar=not progress)
-        mcmc.run()
-        chains_z.append(mcmc.get_samples()["z"].detach())
-        recs = [r for r in kernel.records if not r["warmup"]][-num_samples:]
-        for key in stats:
-            stats[key].append([r[key] for r in recs])
+        with pyro_seed(seed + chain):  # NUTS draws from the global generators
+            gen = torch.Generator().manual_seed(seed + 1000 + chain)
+            start = z_init[0] + cfg.init_jitter * torch.randn(z_init.shape[1:], generator=gen, dtype=z_init.dtype)
+            counter = [0]
+            kernel = _RecordingNUTS(potential_fn=_potential(y, op, prior, sigma, cfg, counter),
+                                    max_tree_depth=cfg.max_tree_depth, target_accept_prob=cfg.target_accept,
+                                    adapt_step_size=True, adapt_mass_matrix=True, counter=counter)
+            mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup,
+                        initial_params={"z": start.detach().to(torch.float64)}, num_chains=1,
+                        disable_progbar=not progress)
+            mcmc.run()
+            chains_z.append(mcmc.get_samples()["z"].detach())
+            recs = [r for r in kernel.records if not r["warmup"]][-num_samples:]
+            for key in stats:
+                stats[key].append([r[key] for r in recs])
     z = torch.stack(chains_z)  # (chains, draws, d)
     return z, {k: np.asarray(v) for k, v in stats.items()}
 

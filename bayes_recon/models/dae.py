@@ -84,8 +84,9 @@ def train_dae(images: torch.Tensor, model_config: SUPNConfig, config: DAETrainCo
     cfg = DAETrainConfig() if config is None else config
     s = model_config.image_size
     check_tensor("images", images, shape=(None, model_config.channels, s, s))
-    torch.manual_seed(cfg.seed)  # initial weights
-    model = DenoisingAutoencoder(model_config).to(images.dtype)
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights, global state untouched
+        torch.manual_seed(cfg.seed)
+        model = DenoisingAutoencoder(model_config).to(images.dtype)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     n = images.shape[0]

@@ -134,10 +134,8 @@ def _network_for(op, init, network_config, seed, dtype, device) -> UNet:
         cfg = network_config or UNetConfig(in_channels=channels, out_channels=channels)
         if not isinstance(cfg, UNetConfig):
             raise TypeError(f"network_config must be a UNetConfig, got {type(cfg).__name__}")
-        # nn.Module init draws from the global generator: seed it without leaking the state.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = UNet(cfg)
+        torch.manual_seed(seed)  # nn.Module init draws from the global generator
+        net = UNet(cfg)
     cfg = getattr(net, "config", None)
     if cfg is not None and (cfg.in_channels, cfg.out_channels) != (channels, channels):
         raise ValueError(
@@ -212,33 +210,36 @@ def fit_dip(y: torch.Tensor, op: LinearOperator, tv_weight: float, iterations: i
     if truth is not None:
         truth = check_tensor("truth", truth, shape=(1, *op.domain_shape)).to(dtype)
     z = dip_input(y, op, input, seed)
-    net = _network_for(op, init, network_config, seed, dtype, y.device)
-    net.train()
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    losses = np.empty(iterations)
-    psnrs = np.empty(iterations) if truth is not None else None
-    best_loss, best_it, best_state = float("inf"), 0, None
-    start = time.perf_counter()
-    bar = tqdm(range(iterations), desc="DIP", disable=not progress, leave=False)
-    for it in bar:
-        opt.zero_grad(set_to_none=True)
-        x = net(z)
-        loss = (op(x) - y).abs().pow(2).sum() + tv_weight * total_variation(x).sum()
-        loss.backward()
-        value = float(loss.detach())
-        if not np.isfinite(value):
-            raise FloatingPointError(f"DIP loss became {value} at iteration {it}; lower lr={lr}")
-        losses[it] = value
-        if psnrs is not None:
-            psnrs[it] = float(psnr(x.detach(), truth, data_range=1.0)[0])
-        if value < best_loss:
-            # The state that produced this loss is the one before the step.
-            best_loss, best_it = value, it
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        torch.nn.utils.clip_grad_norm_(net.parameters(), clip_norm)
-        opt.step()
-        if progress and it % 50 == 0:
-            bar.set_postfix(loss=f"{value:.4g}")
+    # Initialisation and dropout draw from the global generator: seed them for the
+    # run and restore the caller's state afterwards.
+    with torch.random.fork_rng(devices=[y.device] if y.device.type == "cuda" else []):
+        net = _network_for(op, init, network_config, seed, dtype, y.device)
+        net.train()
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        losses = np.empty(iterations)
+        psnrs = np.empty(iterations) if truth is not None else None
+        best_loss, best_it, best_state = float("inf"), 0, None
+        start = time.perf_counter()
+        bar = tqdm(range(iterations), desc="DIP", disable=not progress, leave=False)
+        for it in bar:
+            opt.zero_grad(set_to_none=True)
+            x = net(z)
+            loss = (op(x) - y).abs().pow(2).sum() + tv_weight * total_variation(x).sum()
+            loss.backward()
+            value = float(loss.detach())
+            if not np.isfinite(value):
+                raise FloatingPointError(f"DIP loss became {value} at iteration {it}; lower lr={lr}")
+            losses[it] = value
+            if psnrs is not None:
+                psnrs[it] = float(psnr(x.detach(), truth, data_range=1.0)[0])
+            if value < best_loss:
+                # The state that produced this loss is the one before the step.
+                best_loss, best_it = value, it
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            torch.nn.utils.clip_grad_norm_(net.parameters(), clip_norm)
+            opt.step()
+            if progress and it % 50 == 0:
+                bar.set_postfix(loss=f"{value:.4g}")
     seconds = time.perf_counter() - start
     net.load_state_dict(best_state)
     net.eval()
@@ -302,22 +303,25 @@ def pretrain_dip(op: LinearOperator, dataset: str = "ellipses", num_images: int 
             noise = torch.randn(ax.shape, generator=gen, dtype=ax.dtype)
             inputs.append(rough_reconstruction(op, ax + relative_noise * ax.abs().mean() * noise))
         z_all = torch.cat(inputs)
-    net = _network_for(op, None, network_config, seed, torch.float32, torch.device("cpu"))
-    net.train()
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    steps = epochs * ((num_images + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    bar = tqdm(total=steps, desc="pretrain DIP", disable=not progress, leave=False)
-    for _ in range(epochs):
-        perm = torch.randperm(num_images, generator=gen)
-        for start in range(0, num_images, batch_size):
-            idx = perm[start:start + batch_size]
-            opt.zero_grad(set_to_none=True)
-            loss = (net(z_all[idx]) - x_all[idx]).pow(2).mean()
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update(1)
+    # Initialisation and dropout draw from the global generator: seed them for the
+    # run and restore the caller's state afterwards.
+    with torch.random.fork_rng(devices=[]):
+        net = _network_for(op, None, network_config, seed, torch.float32, torch.device("cpu"))
+        net.train()
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        steps = epochs * ((num_images + batch_size - 1) // batch_size)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        bar = tqdm(total=steps, desc="pretrain DIP", disable=not progress, leave=False)
+        for _ in range(epochs):
+            perm = torch.randperm(num_images, generator=gen)
+            for start in range(0, num_images, batch_size):
+                idx = perm[start:start + batch_size]
+                opt.zero_grad(set_to_none=True)
+                loss = (net(z_all[idx]) - x_all[idx]).pow(2).mean()
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.update(1)
     bar.close()
     net.eval()
     return net

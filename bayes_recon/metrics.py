@@ -1,74 +1,141 @@
 """Image quality metrics against a known truth: PSNR, SSIM, RMSE, per image.
 
-Every metric takes a batch ``x`` and ``truth`` of the same shape ``(B, ...)``
-(images ``(B, C, H, W)``) and returns one value per image as a float64 tensor
-``(B,)`` on the input's device. The data range is an explicit argument: taking
-it from the images themselves (as some libraries do) makes scores incomparable.
+Every metric takes ``(image_true, image_test)`` in scikit-image's order
+(``skimage.metrics.peak_signal_noise_ratio(image_true, image_test, data_range=...)``):
+a batch of truths and a batch of estimates of the same shape ``(B, ...)``
+(images ``(B, C, H, W)``), and returns one value per image as a float64 tensor
+``(B,)`` on the estimate's device. The data range is an explicit keyword
+argument: taking it from the images themselves (as some libraries do) makes
+scores incomparable.
+
+Up to version 0.1.0 the arguments were ``(x, truth, data_range)``, the opposite
+order. The old keyword names ``x=`` (the estimate) and ``truth=`` and a
+positional ``data_range`` are still accepted for one release with a
+``DeprecationWarning``.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
 
 from ._validation import check_int, check_positive, check_tensor
 
+_MISSING = object()
 
-def _check_pair(x, truth, *, ndim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    check_tensor("x", x)
-    check_tensor("truth", truth)
-    if ndim is not None and x.dim() != ndim:
-        raise ValueError(f"x must have {ndim} dimensions (B, C, H, W), got shape {tuple(x.shape)}")
-    if x.dim() < 2:
+
+def _resolve_arguments(func: str, image_true, image_test, args: tuple, data_range,
+                       x, truth, *, needs_range: bool = True):
+    """Map the new ``(image_true, image_test, *, data_range)`` call and the deprecated
+    ``(x, truth, data_range)`` forms onto ``(image_true, image_test, data_range)``."""
+    new_order = (f"{func}(image_true, image_test"
+                 + (", *, data_range=...)" if needs_range else ")"))
+    if args:
+        if not needs_range or len(args) > 1 or data_range is not _MISSING:
+            raise TypeError(f"{func}() takes 2 positional arguments (image_true, image_test) "
+                            f"and data_range by keyword, got {2 + len(args)} positional")
+        warnings.warn(f"{func}: pass data_range by keyword; the signature is {new_order}",
+                      DeprecationWarning, stacklevel=3)
+        data_range = args[0]
+    if x is not _MISSING or truth is not _MISSING:
+        if x is not _MISSING and truth is not _MISSING and image_true is None \
+                and image_test is None:
+            image_true, image_test = truth, x
+        elif truth is not _MISSING and x is _MISSING and image_test is None \
+                and image_true is not None:
+            # old call f(estimate, truth=...): the one positional argument was x
+            image_true, image_test = truth, image_true
+        else:
+            raise TypeError(f"{func}() got the deprecated x=/truth= keywords mixed with "
+                            f"image_true/image_test; use {new_order}")
+        warnings.warn(
+            f"{func}: the keywords x= and truth= are deprecated; the arguments are now in "
+            f"scikit-image's order {new_order} (truth first, then the estimate)",
+            DeprecationWarning, stacklevel=3)
+    if image_true is None or image_test is None:
+        missing = "image_true" if image_true is None else "image_test"
+        raise TypeError(f"{func}() missing required argument {missing!r}; use {new_order}")
+    if needs_range and data_range is _MISSING:
+        raise TypeError(f"{func}() missing required keyword argument 'data_range'; "
+                        f"use {new_order}")
+    return image_true, image_test, data_range
+
+
+def _check_pair(image_true, image_test, *,
+                ndim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    check_tensor("image_true", image_true)
+    check_tensor("image_test", image_test)
+    if ndim is not None and image_test.dim() != ndim:
+        raise ValueError(f"image_test must have {ndim} dimensions (B, C, H, W), "
+                         f"got shape {tuple(image_test.shape)}")
+    if image_test.dim() < 2:
+        raise ValueError("image_test must have shape (B, ...) with at least 2 dimensions, "
+                         f"got {tuple(image_test.shape)}")
+    if image_test.shape != image_true.shape:
         raise ValueError(
-            f"x must have shape (B, ...) with at least 2 dimensions, got {tuple(x.shape)}"
+            f"image_test must have the shape of image_true {tuple(image_true.shape)}, "
+            f"got {tuple(image_test.shape)}"
         )
-    if x.shape != truth.shape:
-        raise ValueError(
-            f"truth must have the shape of x {tuple(x.shape)}, got {tuple(truth.shape)}"
-        )
-    return x, truth.to(device=x.device)
+    return image_true.to(device=image_test.device), image_test
 
 
-def _mse(x: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    diff = x.to(torch.float64) - truth.to(torch.float64)
+def _mse(image_true: torch.Tensor, image_test: torch.Tensor) -> torch.Tensor:
+    diff = image_test.to(torch.float64) - image_true.to(torch.float64)
     return diff.pow(2).flatten(1).mean(dim=1)
 
 
-def rmse(x: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+def rmse(image_true: torch.Tensor | None = None, image_test: torch.Tensor | None = None,
+         *, x=_MISSING, truth=_MISSING) -> torch.Tensor:
     """Root mean squared error per image.
 
     Parameters
     ----------
+    image_true, image_test : torch.Tensor
+        Truths and estimates, same shape ``(B, ...)``, real, finite.
     x, truth : torch.Tensor
-        Same shape ``(B, ...)``, real, finite.
+        Deprecated keyword names of ``image_test`` and ``image_true``
+        (``DeprecationWarning``; removed in the next release).
 
     Returns
     -------
     torch.Tensor
-        float64 ``(B,)``: ``sqrt(mean((x - truth)^2))`` over all but the first axis.
+        float64 ``(B,)``: ``sqrt(mean((image_test - image_true)^2))`` over all but
+        the first axis.
 
     Examples
     --------
     >>> import torch
     >>> from bayes_recon.metrics import rmse
-    >>> rmse(torch.full((2, 1, 4, 4), 0.5), torch.zeros(2, 1, 4, 4))
+    >>> rmse(torch.zeros(2, 1, 4, 4), torch.full((2, 1, 4, 4), 0.5))
     tensor([0.5000, 0.5000], dtype=torch.float64)
     """
-    x, truth = _check_pair(x, truth)
-    return _mse(x, truth).sqrt()
+    image_true, image_test, _ = _resolve_arguments(
+        "rmse", image_true, image_test, (), None, x, truth, needs_range=False)
+    image_true, image_test = _check_pair(image_true, image_test)
+    return _mse(image_true, image_test).sqrt()
 
 
-def psnr(x: torch.Tensor, truth: torch.Tensor, data_range: float) -> torch.Tensor:
+def psnr(image_true: torch.Tensor | None = None, image_test: torch.Tensor | None = None,
+         *args, data_range: float = _MISSING, x=_MISSING, truth=_MISSING) -> torch.Tensor:
     """Peak signal-to-noise ratio per image, ``10 log10(data_range^2 / MSE)`` in dB.
+
+    Same argument order as ``skimage.metrics.peak_signal_noise_ratio``.
 
     Parameters
     ----------
-    x, truth : torch.Tensor
-        Same shape ``(B, ...)`` (images ``(B, C, H, W)``), real, finite.
+    image_true, image_test : torch.Tensor
+        Truths and estimates, same shape ``(B, ...)`` (images ``(B, C, H, W)``),
+        real, finite.
     data_range : float
-        The range of valid intensities (1.0 for images in [0, 1]), > 0. Required:
-        estimating it from the images makes scores depend on the image content.
+        Keyword only. The range of valid intensities (1.0 for images in [0, 1]),
+        > 0. Required: estimating it from the images makes scores depend on the
+        image content.
+    x, truth : torch.Tensor
+        Deprecated keyword names of ``image_test`` and ``image_true``
+        (``DeprecationWarning``; removed in the next release). A positional
+        ``data_range`` is deprecated likewise.
 
     Returns
     -------
@@ -80,12 +147,14 @@ def psnr(x: torch.Tensor, truth: torch.Tensor, data_range: float) -> torch.Tenso
     >>> import torch
     >>> from bayes_recon.metrics import psnr
     >>> truth = torch.zeros(1, 1, 8, 8)
-    >>> psnr(truth + 0.1, truth, data_range=1.0)  # 10 log10(1 / 0.01)
+    >>> psnr(truth, truth + 0.1, data_range=1.0)  # 10 log10(1 / 0.01)
     tensor([20.0000], dtype=torch.float64)
     """
-    x, truth = _check_pair(x, truth)
+    image_true, image_test, data_range = _resolve_arguments(
+        "psnr", image_true, image_test, args, data_range, x, truth)
+    image_true, image_test = _check_pair(image_true, image_test)
     data_range = check_positive("data_range", data_range)
-    mse = _mse(x, truth)
+    mse = _mse(image_true, image_test)
     # mse == 0 gives +inf (a perfect reconstruction), never NaN.
     return 10.0 * torch.log10(data_range**2 / mse)
 
@@ -94,7 +163,7 @@ def _odd_window(win_size: int | None, height: int, width: int) -> int:
     side = min(height, width)
     if side < 3:
         raise ValueError(
-            f"x must have height and width >= 3 for ssim, got {height}x{width}"
+            f"image_test must have height and width >= 3 for ssim, got {height}x{width}"
         )
     if win_size is None:
         # skimage's default 7, shrunk to the largest odd size that fits the image
@@ -108,23 +177,29 @@ def _odd_window(win_size: int | None, height: int, width: int) -> int:
     return win_size
 
 
-def ssim(x: torch.Tensor, truth: torch.Tensor, data_range: float,
-         win_size: int | None = None) -> torch.Tensor:
+def ssim(image_true: torch.Tensor | None = None, image_test: torch.Tensor | None = None,
+         *args, data_range: float = _MISSING, win_size: int | None = None,
+         x=_MISSING, truth=_MISSING) -> torch.Tensor:
     """Structural similarity index per image (wraps ``skimage.metrics.structural_similarity``).
 
-    Uses scikit-image's defaults (uniform ``win_size`` window, sample
-    covariance, ``K1 = 0.01``, ``K2 = 0.03``); multi-channel images are
-    compared channel-wise and averaged.
+    Same argument order as scikit-image. Uses scikit-image's defaults (uniform
+    ``win_size`` window, sample covariance, ``K1 = 0.01``, ``K2 = 0.03``);
+    multi-channel images are compared channel-wise and averaged.
 
     Parameters
     ----------
-    x, truth : torch.Tensor
-        Same shape ``(B, C, H, W)`` with ``H, W >= 3``, real, finite.
+    image_true, image_test : torch.Tensor
+        Truths and estimates, same shape ``(B, C, H, W)`` with ``H, W >= 3``,
+        real, finite.
     data_range : float
-        The range of valid intensities, > 0.
+        Keyword only. The range of valid intensities, > 0.
     win_size : int, optional
-        Odd side of the sliding window, <= min(H, W). Default: 7, or the
-        largest odd size that fits smaller images.
+        Keyword only. Odd side of the sliding window, <= min(H, W). Default: 7,
+        or the largest odd size that fits smaller images.
+    x, truth : torch.Tensor
+        Deprecated keyword names of ``image_test`` and ``image_true``
+        (``DeprecationWarning``; removed in the next release). A positional
+        ``data_range`` is deprecated likewise.
 
     Returns
     -------
@@ -135,22 +210,24 @@ def ssim(x: torch.Tensor, truth: torch.Tensor, data_range: float,
     --------
     >>> import torch
     >>> from bayes_recon.metrics import ssim
-    >>> x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    >>> ssim(x, x, data_range=1.0)
+    >>> truth = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    >>> ssim(truth, truth, data_range=1.0)
     tensor([1., 1.], dtype=torch.float64)
     """
     from skimage.metrics import structural_similarity
 
-    x, truth = _check_pair(x, truth, ndim=4)
+    image_true, image_test, data_range = _resolve_arguments(
+        "ssim", image_true, image_test, args, data_range, x, truth)
+    image_true, image_test = _check_pair(image_true, image_test, ndim=4)
     data_range = check_positive("data_range", data_range)
-    win = _odd_window(win_size, x.shape[-2], x.shape[-1])
-    xs = x.detach().to(device="cpu", dtype=torch.float64).numpy()
-    ts = truth.detach().to(device="cpu", dtype=torch.float64).numpy()
-    channel_axis = 0 if x.shape[1] > 1 else None
-    values = np.empty(x.shape[0], dtype=np.float64)
-    for i in range(x.shape[0]):
-        a, b = (xs[i], ts[i]) if channel_axis is not None else (xs[i, 0], ts[i, 0])
+    win = _odd_window(win_size, image_test.shape[-2], image_test.shape[-1])
+    ts = image_true.detach().to(device="cpu", dtype=torch.float64).numpy()
+    es = image_test.detach().to(device="cpu", dtype=torch.float64).numpy()
+    channel_axis = 0 if image_test.shape[1] > 1 else None
+    values = np.empty(image_test.shape[0], dtype=np.float64)
+    for i in range(image_test.shape[0]):
+        t, e = (ts[i], es[i]) if channel_axis is not None else (ts[i, 0], es[i, 0])
         values[i] = structural_similarity(
-            a, b, data_range=data_range, win_size=win, channel_axis=channel_axis
+            t, e, data_range=data_range, win_size=win, channel_axis=channel_axis
         )
-    return torch.from_numpy(values).to(device=x.device)
+    return torch.from_numpy(values).to(device=image_test.device)

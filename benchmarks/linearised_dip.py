@@ -3,6 +3,20 @@
 Usage::
 
     python benchmarks/linearised_dip.py [--images 3] [--full] [--json out.json] [--skip-educated]
+    OMP_NUM_THREADS=1 python benchmarks/linearised_dip.py --sizes 28 64 128 [--json out.json]
+
+``--sizes`` (issue 10's scaling table; the other sections are skipped): one image per size,
+each size in its own subprocess (so its peak RSS is its own): 28² test digit 0 at 20
+angles, 64² / 128² natural-image crops (``natural_patches("test", size, 1, seed=0)``) at
+60 / 90 angles, 5 % noise, known σ. Per size it times the DIP fit, the Jacobian work (dense
+Jacobian and distance-class pieces, or the g-prior probes), the hyperparameter fit and 1000
+posterior samples, records the peak RSS of each variant (a polling thread; ``ru_maxrss``
+for the whole subprocess), PSNR and ``diagnostics.calibration`` (coverage at 50/90/95 %,
+calibration error, test log-likelihood) of the 1000 samples against the truth. Variants:
+``default`` (the library's ``LaplaceConfig()``: MacKay "fit" expansion, L-BFGS; at 64² and
+larger that is the matrix-free L-BFGS path, so it is only timed for ``--today-evaluations``
+evidence evaluations and extrapolated) and ``em`` (``expansion="linearised"``, sample-based EM,
+path chosen by the memory model).
 
 Setting (the papers' KMNIST protocol on our digits): 28x28 test digits,
 parallel-beam CT, U-Net with 3 scales, 32 channels, skips [0, 4, 4], sigmoid
@@ -30,11 +44,12 @@ import time
 import numpy as np
 import torch
 
-from bayes_recon.data import digits, simulate
+from bayes_recon import metrics
+from bayes_recon.data import digits, natural_patches, simulate
 from bayes_recon.inference.dip import fit_dip, pretrain_dip
 from bayes_recon.inference.linearised.baselines import fixed_noise_posterior, mc_dropout_posterior
 from bayes_recon.inference.linearised.evidence import direct_image_kernel, forward_rows
-from bayes_recon.inference.linearised.laplace import LinearisedLaplace
+from bayes_recon.inference.linearised.laplace import LaplaceConfig, LinearisedLaplace
 from bayes_recon.inference.linearised.linalg import robust_cholesky
 from bayes_recon.models.unet import UNetConfig
 from bayes_recon.operators import ParallelBeamCT, tv_reconstruction
@@ -49,8 +64,9 @@ def test_ll(mean: torch.Tensor, std: torch.Tensor, truth: torch.Tensor) -> float
     return float((-0.5 * (LOG_2PI + ((t - m) / s) ** 2) - s.log()).mean())
 
 
-def psnr(x, truth) -> float:
-    return float(-10 * torch.log10((x.double() - truth.double()).pow(2).mean()))
+def psnr(truth, x) -> float:
+    """PSNR of one image in dB, data range 1; scikit-image's order (truth first)."""
+    return float(metrics.psnr(truth.double(), x.double(), data_range=1.0).mean())
 
 
 class threads:
@@ -74,32 +90,32 @@ def run_image(x, op, noise, args, seed, timings=None):
     meas = simulate(op, x, noise, seed=seed)
     gamma = args.tv_scale * meas.noise_std
     out = {}
-    out["FBP"] = (psnr(op.fbp(meas.y), x), float("nan"))
+    out["FBP"] = (psnr(x, op.fbp(meas.y)), float("nan"))
     tv = tv_reconstruction(op, meas.y, gamma / 2, iterations=500, progress=False)
-    out["TV"] = (psnr(tv, x), float("nan"))
+    out["TV"] = (psnr(x, tv), float("nan"))
     t0 = time.perf_counter()
     with threads(args.dip_threads):
         fit = fit_dip(meas.y, op, gamma, args.dip_iterations, lr=args.lr, seed=seed, progress=False)
     t_dip = time.perf_counter() - t0
     fixed = fixed_noise_posterior(fit, op, 1000, seed=seed)
-    out["DIP (fixed σ)"] = (psnr(fit.x, x), test_ll(fit.x, fixed.std, x))
+    out["DIP (fixed σ)"] = (psnr(x, fit.x), test_ll(fit.x, fixed.std, x))
     with threads(args.dip_threads):
         fit_do = fit_dip(meas.y, op, gamma, args.dip_iterations, lr=args.lr, seed=seed,
                          progress=False, network_config=UNetConfig(dropout=args.dropout))
         mc = mc_dropout_posterior(fit_do, 1000, seed=seed)
-    out["MC-dropout DIP"] = (psnr(mc.mean[None], x), test_ll(mc.mean, mc.std, x))
+    out["MC-dropout DIP"] = (psnr(x, mc.mean[None]), test_ll(mc.mean, mc.std, x))
     la = LinearisedLaplace(fit, op, progress=False)
     ev = la.optimise_evidence()
     t0 = time.perf_counter()
     post = la.sample(1000, seed=seed)
     t_samp = time.perf_counter() - t0
-    out["lin. DIP (MLL)"] = (psnr(fit.x, x), test_ll(fit.x, post.std, x))
+    out["lin. DIP (MLL)"] = (psnr(x, fit.x), test_ll(fit.x, post.std, x))
     t0 = time.perf_counter()
     la.predcp()  # fixed TV-PredCP probes and their tap products, once per image
     t_probe = time.perf_counter() - t0
     ev_tv = la.optimise_evidence(predcp_scale=args.predcp_scale)
     post_tv = la.sample(1000, seed=seed)
-    out["lin. DIP (TV-MAP)"] = (psnr(fit.x, x), test_ll(fit.x, post_tv.std, x))
+    out["lin. DIP (TV-MAP)"] = (psnr(x, fit.x), test_ll(fit.x, post_tv.std, x))
     if timings is not None:
         timings.update({
             "dip_fit_s": t_dip, "dip_it_per_s": args.dip_iterations / t_dip,
@@ -153,6 +169,215 @@ def educated(args, op, x, noise=0.05, seed=0):
             "best_psnr_educated": float(edu.psnr_history.max())}
 
 
+# --------------------------------------------------------------------------- scaling table (--sizes)
+SCALING_PROBLEMS = {28: ("test digit 0", 20), 64: ("natural crop", 60), 128: ("natural crop", 90)}
+
+
+class PeakRSS:
+    """High-water mark of this process's RSS, polled by a thread every ``interval`` s (resettable)."""
+
+    def __init__(self, interval=0.02):
+        import threading
+
+        import psutil
+        self.proc, self.interval, self.peak = psutil.Process(), interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            self._stop.wait(self.interval)
+
+    def reset(self) -> None:
+        self.peak = self.proc.memory_info().rss
+
+    def read(self) -> int:
+        return max(self.peak, self.proc.memory_info().rss)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def scaling_problem(size):
+    label, angles = SCALING_PROBLEMS.get(size, ("natural crop", 90))
+    if size == 28:
+        x = digits("test", 28)[:1]
+    else:
+        x = natural_patches("test", size, 1, seed=0)
+    return x.float(), angles, label
+
+
+def _calib(post, x):
+    from bayes_recon.diagnostics import calibration
+    rep = calibration(post, x[0], levels=(0.5, 0.9, 0.95), patch_sizes=())
+    return {"coverage": [float(c) for c in rep.coverage], "calibration_error": float(rep.calibration_error),
+            "test_ll": float(rep.test_log_likelihood), "mean_std": float(rep.mean_std),
+            "rmse": float(rep.rmse), "psnr_mean": psnr(x, post.mean[None])}
+
+
+def time_today_evaluations(la, n):
+    """Seconds per evidence evaluation (value and gradient, as L-BFGS does) of ``la``'s objective."""
+    params = [la.hyper.raw_log_lengthscale, la.hyper.raw_variance]
+    secs = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        val = la._run(lambda: la._functional("mll"))
+        val.backward()
+        secs.append(time.perf_counter() - t0)
+        for q in params:
+            q.grad = None
+    return secs
+
+
+def scaling_row(size, args):
+    """Everything for one size (run inside its own subprocess); returns a dict."""
+    import resource
+    import warnings as _w
+    torch.set_num_threads(args.threads)
+    x, angles, label = scaling_problem(size)
+    op = ParallelBeamCT(size, angles)
+    meas = simulate(op, x, 0.05, seed=0)
+    iters = {28: args.dip_iterations_28}.get(size, args.dip_iterations_large)
+    gamma = args.tv_scale * meas.noise_std
+    rss = PeakRSS()
+    row = {"size": size, "problem": label, "angles": angles, "m": op.range_size,
+           "dip_iterations": iters, "lr": args.lr_sizes}
+    t0 = time.perf_counter()
+    fit = fit_dip(meas.y, op, gamma, iters, lr=args.lr_sizes, seed=0, progress=False, truth=x)
+    row["dip_s"] = time.perf_counter() - t0
+    row["psnr_dip"] = psnr(x, fit.x)
+    row["psnr_dip_best_seen"] = float(fit.psnr_history.max())   # reported only; not used to stop
+    row["dip_peak_rss"] = rss.read()
+    print(f"[{size}] DIP {row['dip_s']:.0f} s, PSNR {row['psnr_dip']:.2f}", file=sys.stderr, flush=True)
+    row["variants"] = {}
+    variants = {"default": LaplaceConfig(),
+                "em": LaplaceConfig(expansion="linearised", hyperparameter_method="em",
+                                    jacobian_chunk=args.chunk, em_iterations=args.em_iterations,
+                                    em_samples=args.em_samples)}
+    if args.g_prior_variant:
+        variants["em+g"] = LaplaceConfig(expansion="linearised", hyperparameter_method="em", g_prior=True,
+                                         jacobian_chunk=args.chunk)
+    for name, cfg in variants.items():
+        v = {}
+        rss.reset()
+        with _w.catch_warnings(record=True) as caught:
+            _w.simplefilter("always")
+            t0 = time.perf_counter()
+            la = LinearisedLaplace(fit, op, noise_std=meas.noise_std, config=cfg, progress=args.progress)
+            v["setup_s"] = time.perf_counter() - t0
+            v["path"], v["timings"] = la.path, dict(la.timings)
+            v["P"], v["N"], v["m_rows"] = la.jac.num_params, fit.x.numel(), la.m
+            v["estimates"] = {k: [e.bytes, e.seconds] for k, e in la.path_estimates.items()}
+            v["jacobian_s"] = sum(la.timings.get(k, 0.0) for k in ("jacobian", "kernel_pieces", "g_prior"))
+            if name == "default" and la.path == "scalable":
+                secs = time_today_evaluations(la, args.today_evaluations)
+                v["seconds_per_evaluation"] = secs
+                v["peak_rss"] = rss.read()
+                v["extrapolated"] = True
+                v["warnings"] = sorted({w.category.__name__ for w in caught})
+                row["variants"][name] = v
+                del la
+                continue
+            t0 = time.perf_counter()
+            ev = la.optimise_evidence()
+            v["hyper_s"] = time.perf_counter() - t0
+            v["hyper_evaluations"], v["hyper_converged"] = ev.evaluations, ev.converged
+            v["stop_reason"], v["hyperparameters"] = ev.stop_reason, ev.hyperparameters
+            t0 = time.perf_counter()
+            post = la.sample(1000, seed=0)
+            v["samples_s"] = time.perf_counter() - t0
+            v["solver_converged"] = bool(post.extras.get("solver_converged", True))
+            v["peak_rss"] = rss.read()
+            v["warnings"] = sorted({w.category.__name__ for w in caught})
+        for w in caught:    # re-emit (never filtered away)
+            _w.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        v.update(_calib(post, x))
+        v["total_s"] = row["dip_s"] + v["setup_s"] + v["hyper_s"] + v["samples_s"]
+        row["variants"][name] = v
+        del la, post
+    rss.close()
+    row["ru_maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return row
+
+
+def _mb(b):
+    return f"{b / 2**30:.2f} GB" if b >= 2**30 else f"{b / 2**20:.0f} MB"
+
+
+def scaling_table(rows, args):
+    import datetime
+    import platform
+    lines = [f"_{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.processor() or platform.machine()}, "
+             f"torch {torch.__version__}, {args.threads} thread(s); 5 % noise, known σ, one image per size._\n",
+             "| size | problem | path / hyper-fit | N / P / m | DIP fit (s) | Jacobian work (s) | hyper fit (s) | "
+             "1000 samples (s) | total (s) | peak RSS | PSNR x* / mean (dB) | coverage 50/90/95 % | cal. err. | test LL |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for name, v in r["variants"].items():
+            head = (f"| {r['size']}² | {r['problem']}, {r['angles']} angles | ")
+            dims = f"{v['N']} / {v['P']} / {v['m_rows']}"
+            if v.get("extrapolated"):
+                spe = float(np.median(v["seconds_per_evaluation"]))
+                n28 = args._evals_28
+                est = spe * n28 if n28 else float("nan")
+                txt = f"> 1 h (est. {est / 3600:.1f} h)" if est > 3600 else f"≈ {est:.0f} (extrapolated)"
+                lines.append(head + f"today: {v['path']} L-BFGS, fit exp. (not run) | {dims} | {r['dip_s']:.0f} | "
+                             f"{v['jacobian_s']:.1f} | {txt}: {spe:.1f} s/eval × {n28} evals | — | — | "
+                             f"{_mb(v['peak_rss'])} | {r['psnr_dip']:.2f} / — | — | — | — |")
+                continue
+            cov = "/".join(f"{c:.2f}" for c in v["coverage"])
+            label = ("today: " if name == "default" else "") + f"{v['path']} {'L-BFGS' if name == 'default' else 'EM'}" \
+                + (", fit exp." if name == "default" else ", lin. exp.") + (" + g-prior" if name.endswith("+g") else "")
+            lines.append(head + f"{label} | {dims} | {r['dip_s']:.0f} | {v['jacobian_s']:.1f} | {v['hyper_s']:.1f} | "
+                         f"{v['samples_s']:.1f} | {v['total_s']:.0f} | {_mb(v['peak_rss'])} | "
+                         f"{r['psnr_dip']:.2f} / {v['psnr_mean']:.2f} | {cov} | {v['calibration_error']:.3f} | "
+                         f"{v['test_ll']:.3f} |")
+    return "\n".join(lines)
+
+
+def run_sizes(args):
+    import os
+    import subprocess
+    import tempfile
+    rows = []
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "row.json")
+            cmd = [sys.executable, os.path.abspath(__file__), "--_row", str(size), "--_row-out", out,
+                   "--dip-iterations-28", str(args.dip_iterations_28),
+                   "--dip-iterations-large", str(args.dip_iterations_large), "--lr-sizes", str(args.lr_sizes),
+                   "--threads", str(args.threads), "--today-evaluations", str(args.today_evaluations),
+                   "--chunk", str(args.chunk), "--tv-scale", str(args.tv_scale),
+                   "--em-iterations", str(args.em_iterations), "--em-samples", str(args.em_samples)]
+            if args.progress:
+                cmd.append("--progress")
+            if args.g_prior_variant:
+                cmd.append("--g-prior-variant")
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd)
+            if proc.returncode != 0 or not os.path.exists(out):
+                print(f"size {size}: subprocess failed (exit {proc.returncode}) after "
+                      f"{time.perf_counter() - t0:.0f} s", flush=True)
+                continue
+            with open(out) as f:
+                row = json.load(f)
+        rows.append(row)
+        d = row["variants"].get("default", {})
+        if size == 28 or not getattr(args, "_evals_28", None):
+            args._evals_28 = d.get("hyper_evaluations") or getattr(args, "_evals_28", None)
+        print(json.dumps(row, default=float), flush=True)
+        print(scaling_table(rows, args), flush=True)
+    text = scaling_table(rows, args)
+    print("\n" + text)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": {k: v for k, v in vars(args).items()}, "rows": rows}, f, indent=2, default=float)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", type=int, default=None)
@@ -168,8 +393,30 @@ def main(argv=None):
     p.add_argument("--pretrain-epochs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2, help="threads for the linear algebra")
     p.add_argument("--dip-threads", type=int, default=1, help="threads for DIP fits")
+    p.add_argument("--sizes", type=int, nargs="+", default=None,
+                   help="scaling table (issue 10) at these image sizes, e.g. 28 64 128")
+    p.add_argument("--dip-iterations-28", type=int, default=300)
+    p.add_argument("--dip-iterations-large", type=int, default=1000)
+    p.add_argument("--lr-sizes", type=float, default=1e-3)
+    p.add_argument("--today-evaluations", type=int, default=3,
+                   help="evidence evaluations of today's matrix-free L-BFGS path to time (then extrapolate)")
+    p.add_argument("--chunk", type=int, default=16, help="LaplaceConfig.jacobian_chunk of the EM variant")
+    p.add_argument("--em-iterations", type=int, default=40, help="LaplaceConfig.em_iterations of the EM variant")
+    p.add_argument("--em-samples", type=int, default=32, help="LaplaceConfig.em_samples of the EM variant")
+    p.add_argument("--progress", action="store_true", help="tqdm bars of the Laplace stages (stderr)")
+    p.add_argument("--g-prior-variant", action="store_true", help="also run EM with the g-prior")
+    p.add_argument("--_row", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_row-out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args._row is not None:
+        row = scaling_row(args._row, args)
+        with open(args._row_out, "w") as f:
+            json.dump(row, f, default=float)
+        return 0
+    if args.sizes:
+        run_sizes(args)
+        return 0
     n_images = args.images or (10 if args.full else 3)
     truths = digits("test", 28)[:n_images]
     results = {"args": vars(args)}

@@ -1,9 +1,20 @@
-"""SUPN inference benchmark: MAP methods, NUTS ESS/s over z, exact x samples, dense vs SLQ evidence.
+"""SUPN inference benchmark: MAP methods, posterior samplers over z, exact x samples, dense vs SLQ evidence.
 
 Usage::
 
     python benchmarks/supn_inference.py [--images 8] [--nuts-draws 50] [--json out.json]
                                         [--patches PATH] [--skip-nuts] [--sizes 28 64 128]
+                                        [--posterior-only] [--draws 500] [--old-nuts-budget 1800]
+
+Posterior table (issue 11): one test image per problem — CT 28² (10, 20
+angles) and MRI 28² (30 spokes) with ``digits-supn``, CT 32² natural crops
+with ``patches-supn``, CT 64² with ``patches64-supn`` when shipped — and four
+samplers of ``z``: issue 9's NUTS (diagonal mass, MAP + jitter start; stopped
+after ``--old-nuts-budget`` seconds, reported as "> budget"), the
+Hessian-preconditioned NUTS, Laplace and Laplace-IS, each 2 chains ×
+``--draws`` draws (NUTS warm-up = draws). Columns: wall time, min/mean ESS and
+min ESS/s over the latent coordinates (ArviZ), divergences, max R-hat, PSIS
+k̂, 90 % interval coverage of the true pixels, PSNR of the posterior mean.
 
 Problems: 28×28 test digits with radial MRI (30 spokes, σ = 5 % of mean |Ax|)
 and the ``digits-*`` priors; 32×32 held-out natural patches with parallel-beam
@@ -47,7 +58,7 @@ def map_rows(problem, x, op, priors, rough_name):
     m = simulate(op, x, 0.05, seed=0)
     rough = ops.rough_reconstruction(op, m.y)
     rows = [{"problem": problem, "prior": "-", "method": rough_name,
-             "psnr": float(psnr(rough.clamp(0, 1), x, 1.0).mean()), "seconds_per_image": 0.0}]
+             "psnr": float(psnr(x, rough.clamp(0, 1), data_range=1.0).mean()), "seconds_per_image": 0.0}]
     for name, prior in priors.items():
         for method in MAP_METHODS:
             seconds, values = 0.0, []
@@ -55,7 +66,7 @@ def map_rows(problem, x, op, priors, rough_name):
                 rec, dt = _timed(lambda: map_estimate(m.y[i:i + 1], op, prior, m.noise_std, method=method,
                                                       config=MAPConfig(), progress=False))
                 seconds += dt
-                values.append(float(psnr(rec.x.clamp(0, 1), x[i:i + 1], 1.0)))
+                values.append(float(psnr(x[i:i + 1], rec.x.clamp(0, 1), data_range=1.0)))
             rows.append({"problem": problem, "prior": name, "method": method,
                          "psnr": float(np.mean(values)), "seconds_per_image": seconds / x.shape[0]})
             print(f"  {problem} {name} {method}: {rows[-1]['psnr']:.2f} dB, {rows[-1]['seconds_per_image']:.2f} s",
@@ -76,7 +87,7 @@ def nuts_row(problem, x, op, prior, m, draws, chains):
             "ess_min_per_s": float(ess.min()) / dt, "ess_mean_per_s": float(ess.mean()) / dt,
             "mean_tree_depth": float(stats["tree_depth"].mean()),
             "divergences": int(stats["diverging"].sum()),
-            "psnr_mean": float(psnr(post.mean[None].clamp(0, 1), x[:1], 1.0))}
+            "psnr_mean": float(psnr(x[:1], post.mean[None].clamp(0, 1), data_range=1.0))}
 
 
 def x_sample_rows(problem, op, prior, m, batch=16, reps=3):
@@ -135,6 +146,101 @@ def evidence_rows(sizes, reps=2):
     return rows
 
 
+class _Budget(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Budget()
+
+
+def posterior_rows(problem, x, op, prior, draws, old_budget, seed=0):
+    """The four samplers on one image ``x`` ``(1, C, H, W)``; σ = 5 % of mean |Ax|."""
+    import signal
+    import warnings
+
+    m = simulate(op, x, 0.05, seed=seed)
+    settings = {
+        "NUTS (issue 9: diagonal mass)": ("nuts", SamplingConfig(warmup=draws, mass="diagonal", init="map",
+                                                                  adapt_mass_matrix=True)),
+        "NUTS (Hessian mass, Laplace starts)": ("nuts", SamplingConfig(warmup=draws)),
+        "Laplace": ("laplace", SamplingConfig()),
+        "Laplace-IS": ("laplace-is", SamplingConfig()),
+    }
+    rows = []
+    for name, (method, cfg) in settings.items():
+        row = {"problem": problem, "sampler": name, "draws": draws}
+        budget = old_budget if name.startswith("NUTS (issue 9") else None
+        if budget is not None:
+            signal.signal(signal.SIGALRM, _alarm)
+            signal.alarm(int(budget))
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                post, dt = _timed(lambda: sample_posterior(m.y, op, prior, m.noise_std, method=method,
+                                                           num_samples=draws, num_chains=2, seed=seed,
+                                                           config=cfg, progress=False))
+        except _Budget:
+            row.update(seconds=None, over_budget=budget)
+            rows.append(row)
+            print(f"  {problem} {name}: > {budget} s", file=sys.stderr)
+            continue
+        finally:
+            if budget is not None:
+                signal.alarm(0)
+        z = post.z.double().numpy()
+        idata = az.from_dict(posterior={"z": z})
+        ess = az.ess(idata)["z"].values
+        lo, hi = post.quantile(0.05), post.quantile(0.95)
+        truth = x[0].to(lo.dtype)
+        stats = post.sample_stats
+        row.update(
+            seconds=dt, ess_min=float(ess.min()), ess_mean=float(ess.mean()), ess_min_per_s=float(ess.min()) / dt,
+            divergences=int(stats["diverging"].sum()) if "diverging" in stats else None,
+            rhat=float(az.rhat(idata)["z"].values.max()) if method == "nuts" else None,
+            khat=post.extras.get("psis_khat"),
+            coverage90=float(((truth >= lo) & (truth <= hi)).double().mean()),
+            psnr=float(psnr(x[:1], post.mean[None].clamp(0, 1).to(x.dtype), data_range=1.0)),
+            warnings=sorted({w.category.__name__ for w in caught}),
+            mean_steps=float(stats["num_steps"].mean()) if "num_steps" in stats else None,
+        )
+        rows.append(row)
+        print(f"  {problem} {name}: {row}", file=sys.stderr)
+    return rows
+
+
+def posterior_problems(shipped):
+    out = []
+    if "digits-supn" in shipped:
+        prior, x = load_pretrained("digits-supn"), digits("test", 28)[:1]
+        out += [("CT 28² (10 angles)", x, ops.ParallelBeamCT(28, 10), prior),
+                ("CT 28² (20 angles)", x, ops.ParallelBeamCT(28, 20), prior),
+                ("MRI 28² (30 spokes)", x, ops.MRI(28, ops.radial_mask(28, 30)), prior)]
+    if "patches-supn" in shipped:
+        out.append(("CT 32² natural crop (30 angles)", natural_patches("test", 32, 1, seed=1),
+                    ops.ParallelBeamCT(32, 30), load_pretrained("patches-supn")))
+    if "patches64-supn" in shipped:
+        out.append(("CT 64² natural crop (60 angles)", natural_patches("test", 64, 1, seed=1),
+                    ops.ParallelBeamCT(64, 60), load_pretrained("patches64-supn")))
+    return out
+
+
+def print_posterior_table(rows):
+    print("\n### Posterior over z (2 chains; NUTS warm-up = draws; σ = 5 % of mean |Ax|)\n")
+    print("| problem | sampler | draws/chain | s | min ESS | mean ESS | min ESS/s | divergences | max R-hat "
+          "| k̂ | coverage 90 % | PSNR of mean | mean steps/draw |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r.get("seconds") is None:
+            print(f"| {r['problem']} | {r['sampler']} | {r['draws']} | > {r['over_budget'] / 60:.0f} min "
+                  "| | | | | | | | | |")
+            continue
+        print(f"| {r['problem']} | {r['sampler']} | {r['draws']} | {r['seconds']:.0f} | {r['ess_min']:.0f} "
+              f"| {r['ess_mean']:.0f} | {r['ess_min_per_s']:.2f} | {_fmt(r['divergences'], 'd')} "
+              f"| {_fmt(r['rhat'], '.3f')} | {_fmt(r['khat'], '.2f')} | {r['coverage90']:.3f} "
+              f"| {r['psnr']:.2f} | {_fmt(r['mean_steps'], '.1f')} |")
+
+
 def _fmt(v, spec=".2f"):
     return "n/a" if v is None else format(v, spec)
 
@@ -148,10 +254,25 @@ def main(argv=None) -> None:
     ap.add_argument("--sizes", type=int, nargs="*", default=[28, 64, 128])
     ap.add_argument("--patches", type=Path, default=None, help="patches-supn checkpoint if not shipped")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--posterior-only", action="store_true", help="only the posterior-sampler table")
+    ap.add_argument("--draws", type=int, default=500, help="draws per chain of the posterior table")
+    ap.add_argument("--old-nuts-budget", type=float, default=1800.0,
+                    help="seconds after which issue 9's NUTS is stopped and reported as '> budget'")
+    ap.add_argument("--problems", nargs="*", default=None, help="substrings selecting posterior problems")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     shipped = available_priors()
-    result = {"map": [], "nuts": [], "x_samples": [], "evidence": []}
+    rows = []
+    for problem, x, op, prior in posterior_problems(shipped):
+        if args.problems and not any(p in problem for p in args.problems):
+            continue
+        rows += posterior_rows(problem, x, op, prior, args.draws, args.old_nuts_budget)
+    print_posterior_table(rows)
+    if args.posterior_only:
+        if args.json:
+            args.json.write_text(json.dumps({"posterior": rows}, indent=2))
+        return
+    result = {"posterior": rows, "map": [], "nuts": [], "x_samples": [], "evidence": []}
 
     digit_priors = {n: load_pretrained(n) for n in ("digits-supn", "digits-diagonal", "digits-identity")
                     if n in shipped}

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from bayes_recon.cli import build_parser, main
+from bayes_recon.app.cli import build_parser, main
 
 
 def test_every_subcommand_has_help(capsys):
@@ -54,7 +54,7 @@ def test_reconstruct_bad_method_is_a_clean_error(tmp_path, capsys):
 
 def test_console_script_runs():
     # The installed entry point, as a user would call it.
-    result = subprocess.run([sys.executable, "-m", "bayes_recon.cli", "--version"],
+    result = subprocess.run([sys.executable, "-m", "bayes_recon.app.cli", "--version"],
                             capture_output=True, text=True, check=True)
     assert "bayes_recon" in result.stdout
 
@@ -64,7 +64,7 @@ def _write_gaussian_run(tmp_path):
     import torch
 
     from bayes_recon.inference import Posterior
-    from bayes_recon.runs import write_run
+    from bayes_recon.app.runs import write_run
 
     gen = torch.Generator().manual_seed(0)
     samples = 0.5 + 0.1 * torch.randn(2, 200, 1, 16, 16, generator=gen, dtype=torch.float64)
@@ -163,8 +163,13 @@ def test_calibrate_a_posterior_run(laplace_run):
     assert main(["calibrate", str(out)]) == 0
     report = json.loads((out / "calibration.json").read_text())
     assert 0.9 in report["levels"]
-    assert all(0.0 <= c <= 1.0 for c in report["coverage"])
-    assert np.isfinite(report["test_log_likelihood"])
+    # Coverage against an independent count from the saved draws and truth (numpy quantiles).
+    flat = np.load(out / "samples.npy").reshape(-1, 1, 28, 28)
+    truth = np.load(out / "truth.npy")
+    for level, reported in zip(report["levels"], report["coverage"]):
+        lo, hi = np.quantile(flat, [(1 - level) / 2, (1 + level) / 2], axis=0)
+        assert reported == pytest.approx(float(((truth >= lo) & (truth <= hi)).mean()),
+                                         abs=1.5 / truth.size), level
     assert (out / "calibration.md").is_file()
 
 
@@ -176,7 +181,6 @@ def test_nuts_with_estimated_noise(tmp_path):
     assert metrics["noise_std_mode"] == "estimate"
     # Type-II estimate of sigma from one 10-angle sinogram: within a factor 2 of the truth.
     assert 0.5 < metrics["noise_std_used"] / metrics["noise_std"] < 2.0
-    assert metrics["divergences"] >= 0 and 0 <= metrics["mean_accept_prob"] <= 1
 
 
 def test_jpmap_beats_fbp(tmp_path):
@@ -204,7 +208,13 @@ def test_prior_from_a_checkpoint_path(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["prior"] == str(path) and metrics["method"] == "svi"
     assert metrics["size"] == 28
-    assert np.isfinite(np.load(tmp_path / "svi" / "reconstruction.npy")).all()
+    # The checkpoint round trip loses nothing: the shipped prior by name gives the same run.
+    by_name = tmp_path / "svi_by_name"
+    assert main(["reconstruct", "--problem", "ct", "--angles", "10", "--image", "digit",
+                 "--method", "svi", "--prior", "digits-identity", "--map-iterations", "2",
+                 "--no-progress", "--out", str(by_name)]) == 0
+    np.testing.assert_allclose(np.load(out / "reconstruction.npy"),
+                               np.load(by_name / "reconstruction.npy"), rtol=0, atol=1e-6)
 
 
 def test_dip_point_estimate(tmp_path):
@@ -215,23 +225,20 @@ def test_dip_point_estimate(tmp_path):
     assert metrics["info"]["tv_weight"] == pytest.approx(3.0 * metrics["noise_std"])
 
 
-# 10 evidence iterations stop before the tolerance by design (speed).
-@pytest.mark.filterwarnings("ignore::bayes_recon.inference.EvidenceConvergenceWarning")
 @pytest.mark.parametrize("method", ["linearised-dip", "mc-dropout-dip", "fixed-sigma-dip"])
 def test_dip_posteriors(tmp_path, method):
-    extra = ["--evidence-iterations", "10"] if method == "linearised-dip" else []
-    metrics = _run(tmp_path, "--method", method, *DIP, *extra, "--num-samples", "40")
-    _check_posterior_run(tmp_path, metrics, chains=1, draws=40)
-    assert np.isfinite(metrics["point_estimate_psnr"])
-    std = np.load(tmp_path / "std.npy")
-    assert (std >= 0).all() and std.mean() > 0
-    if method == "fixed-sigma-dip":
-        # x ~ N(x*, s^2 I): mean of the 784 per-pixel variances (39 dof each) estimates s^2
-        # with relative sd sqrt(2/39)/28 = 0.8 %, so its root is within 3 % at > 4 sd.
-        s = metrics["info"]["image_std"]
-        assert np.sqrt((std ** 2).mean()) / s == pytest.approx(1.0, abs=0.03)
     if method == "linearised-dip":
-        assert np.isfinite(metrics["info"]["log_evidence"])
+        from bayes_recon.inference import EvidenceConvergenceWarning
+
+        # 10 evidence iterations stop before the tolerance by design (speed): the run
+        # must say so, and record it.
+        with pytest.warns(EvidenceConvergenceWarning):
+            metrics = _run(tmp_path, "--method", method, *DIP, "--evidence-iterations", "10",
+                           "--num-samples", "40")
+        assert metrics["info"]["evidence_converged"] is False
+    else:
+        metrics = _run(tmp_path, "--method", method, *DIP, "--num-samples", "40")
+    _check_posterior_run(tmp_path, metrics, chains=1, draws=40)
     if method == "mc-dropout-dip":
         assert metrics["dropout"] == pytest.approx(0.1)
 
@@ -266,12 +273,40 @@ def test_benchmark_quick(tmp_path, capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) == 4  # header + CT forward, log-density, MAP vs TV
-    for row in rows[1:]:
-        ratio = float(row.strip("| ").split("|")[-1])
-        assert np.isfinite(ratio) and ratio > 0
     results = json.loads((tmp_path / "benchmark.json").read_text())
     refs = {m["reference"] for m in results["measurements"]}
     assert {"skimage.transform.radon", "diagonal Normal.log_prob"} <= refs
-    for m in results["measurements"]:
-        assert m["ratio"] == pytest.approx(m["this_s"] / m["reference_s"])
-        assert m["this_s"] > 0 and m["reference_s"] > 0
+    # The printed table and the JSON report the same ratios (3 significant digits printed).
+    printed = [float(row.strip("| ").split("|")[-1]) for row in rows[1:]]
+    assert printed == pytest.approx([m["ratio"] for m in results["measurements"]], rel=0.01)
+
+
+def test_median_time_measures_wall_time_and_call_count():
+    # An independent clock: a function that sleeps a known time, and a call counter.
+    import time
+
+    from bayes_recon.app.benchmarking import median_time
+
+    calls = []
+
+    def sleeper():
+        calls.append(1)
+        time.sleep(0.02)
+
+    t = median_time(sleeper, repeats=5, warmup=2)
+    assert len(calls) == 7
+    assert 0.02 <= t < 0.2  # sleep never returns early; the upper bound allows a loaded machine
+
+
+def test_dae_method_denoises_and_refuses_other_problems(tmp_path, capsys):
+    # The shipped DAE against the noisy input itself: denoising must raise PSNR clearly,
+    # and the registry refuses it where it is undefined (not A = I).
+    out = tmp_path / "dae"
+    assert main(["reconstruct", "--problem", "denoise", "--size", "28", "--image", "digit",
+                 "--noise", "0.4", "--method", "dae", "--no-progress", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    noisy_psnr = 10 * np.log10(1.0 / metrics["noise_std"] ** 2)  # E||y - x||² / N = σ²
+    assert metrics["psnr"] > noisy_psnr + 3.0, (metrics["psnr"], noisy_psnr)
+    with pytest.raises(SystemExit) as exc:
+        main([*SMALL, "--method", "dae", "--out", str(tmp_path / "ct")])
+    assert exc.value.code == 2 and "needs --problem denoise" in capsys.readouterr().err

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from bayes_recon.inference.dip import DIPFit, dip_input, fit_dip, pretrain_dip, total_variation
+from bayes_recon.inference.dip import DIPFit, dip_input, fit_dip, pretrain_dip
+from bayes_recon.operators import total_variation
 from bayes_recon.models.unet import UNet, UNetConfig, conv_weights_by_block
 from bayes_recon.operators import Identity, ParallelBeamCT
 
@@ -52,14 +53,21 @@ def test_total_variation_closed_forms():
     x = torch.zeros(2, 1, 5, 6, dtype=torch.float64)
     x[0, :, :, 3:] = 2.0                     # one vertical edge of height 2 over 5 rows
     x[1] = torch.arange(6.0)                 # unit ramp along columns: 5 steps x 5 rows
-    assert torch.allclose(total_variation(x), torch.tensor([10.0, 25.0], dtype=torch.float64))
-    iso = total_variation(x, isotropic=True, eps=0.0)
-    # Isotropic over the (4, 5) interior: 4 rows see the edge / ramp in every column.
-    assert torch.allclose(iso, torch.tensor([8.0, 20.0], dtype=torch.float64))
-    # The isotropic version has finite gradients on a flat image (eps > 0).
+    aniso = total_variation(x, isotropic=False)
+    assert torch.allclose(aniso, torch.tensor([10.0, 25.0], dtype=torch.float64))
+    # Gradients that point along one axis only: isotropic equals anisotropic.
+    assert torch.allclose(total_variation(x), aniso)
+    # A diagonal ramp x_ij = i + j: every interior pixel has (1, 1), isotropic sqrt(2) each;
+    # the Neumann border keeps one of the two differences in the last row and column.
+    ramp = (torch.arange(5.0)[:, None] + torch.arange(6.0)[None, :]).expand(1, 1, 5, 6)
+    expected_iso = 4 * 5 * 2 ** 0.5 + 4 + 5   # interior (4x5) + last column (4) + last row (5)
+    assert total_variation(ramp).item() == pytest.approx(expected_iso, rel=1e-6)
+    assert total_variation(ramp, isotropic=False).item() == pytest.approx(2 * 4 * 5 + 4 + 5)
+    # The isotropic version has finite gradients on a flat image (eps > 0): with all
+    # differences 0, d sqrt(dx^2 + dy^2 + eps) / d dx = dx / sqrt(...) = 0 exactly.
     flat = torch.zeros(1, 1, 4, 4, requires_grad=True)
-    total_variation(flat, isotropic=True).sum().backward()
-    assert torch.isfinite(flat.grad).all()
+    total_variation(flat, isotropic=True, eps=1e-12).sum().backward()
+    assert torch.equal(flat.grad, torch.zeros_like(flat))
 
 
 def _square_problem(size=8):
@@ -77,7 +85,7 @@ def test_fit_dip_reduces_loss_and_keeps_best():
     assert fit.loss_history[-10:].mean() < 0.2 * fit.loss_history[0]
     # The returned network reproduces the best iterate's loss.
     with torch.no_grad():
-        loss = ((fit.network(fit.input) - y) ** 2).sum() + 1e-3 * total_variation(fit.x).sum()
+        loss = ((fit.network(fit.input) - y) ** 2).sum() + 1e-3 * total_variation(fit.x, isotropic=False).sum()
     assert float(loss) == pytest.approx(fit.best_loss, rel=1e-5)
     assert fit.psnr_history.shape == (150,) and fit.iterations_to_psnr(-1e9) == 1
     # Same seed, same result.
@@ -125,3 +133,32 @@ def test_fit_dip_bad_input():
         fit_dip(torch.full_like(y, float("nan")), op, 1e-3, 5, network_config=cfg, progress=False)
     with pytest.raises(TypeError, match="op"):
         fit_dip(y, "identity", 1e-3, 5, progress=False)
+
+
+def test_fixed_noise_posterior_follows_the_residual_rule():
+    # The documented rule, computed independently with a dense CT matrix:
+    # sigma^2 = ||y - A x*||^2 / ||A||_F^2, samples x* + sigma * N(0, I).
+    from scipy import stats
+
+    from bayes_recon.inference import fixed_noise_posterior
+
+    size = 8
+    op = ParallelBeamCT(size, 6)
+    y0, _ = _square_problem(size)
+    y = op(y0.double()).float()
+    fit = fit_dip(y, op, 1e-3, 30, lr=1e-2, network_config=UNetConfig(scales=2, channels=4,
+                  skip_channels=(0, 4)), progress=False)
+    A = op.to_dense().numpy().astype(np.float64).reshape(-1, size * size)
+    x_star = fit.x.double().numpy().reshape(-1)
+    resid = y.double().numpy().reshape(-1) - A @ x_star
+    sigma_rule = np.sqrt((resid @ resid) / (A ** 2).sum())
+    post = fixed_noise_posterior(fit, op, 4000, seed=0, probes=4000)
+    # ||A||_F^2 is estimated from Gaussian probes: relative sd ~ sqrt(2 / (probes * rank))
+    # is below 1 % here; the square root halves it.
+    assert post.extras["image_std"] == pytest.approx(sigma_rule, rel=0.02)
+    # Samples: centred on x* and with that variance (chi-square bound on the pooled variance).
+    dev = (post.samples[0].double().numpy().reshape(4000, -1) - x_star) / post.extras["image_std"]
+    assert abs(dev.mean()) < 4 / np.sqrt(dev.size)
+    dof = dev.size
+    lo, hi = stats.chi2.ppf([1e-4, 1 - 1e-4], dof) / dof
+    assert lo < (dev ** 2).mean() < hi

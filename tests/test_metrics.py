@@ -1,4 +1,7 @@
-"""Tests of bayes_recon.metrics: closed forms and scikit-image as references."""
+"""Tests of bayes_recon.metrics: closed forms and scikit-image as references.
+
+All metrics take ``(image_true, image_test, *, data_range=...)``, scikit-image's order.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import (
+    mean_squared_error,
+    peak_signal_noise_ratio,
+    structural_similarity,
+)
 
 from bayes_recon.metrics import psnr, rmse, ssim
 
@@ -16,12 +23,17 @@ def rand(*shape, seed=0, dtype=torch.float64):
     return torch.rand(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
+def _noisy(truth, seed, amount):
+    """An estimate of ``truth``: truth plus uniform noise, clipped to [0, 1]."""
+    return (truth + amount * (rand(*truth.shape, seed=seed) - 0.5)).clamp(0, 1)
+
+
 # ----------------------------------------------------------------------- psnr
 class TestPSNR:
     @pytest.mark.parametrize("error, data_range", [(0.1, 1.0), (0.03, 1.0), (2.0, 255.0)])
     def test_constant_error_closed_form(self, error, data_range):
         truth = rand(3, 1, 8, 8) * data_range
-        value = psnr(truth + error, truth, data_range=data_range)
+        value = psnr(truth, truth + error, data_range=data_range)
         expected = 10 * math.log10(data_range**2 / error**2)
         assert tuple(value.shape) == (3,) and value.dtype == torch.float64
         torch.testing.assert_close(value, torch.full((3,), expected, dtype=torch.float64),
@@ -32,68 +44,100 @@ class TestPSNR:
         x = truth.clone()
         x[0] += 0.1
         x[1] += 0.01
-        torch.testing.assert_close(psnr(x, truth, 1.0),
+        torch.testing.assert_close(psnr(truth, x, data_range=1.0),
                                    torch.tensor([20.0, 40.0], dtype=torch.float64),
                                    rtol=1e-5, atol=1e-4)  # float32 inputs: 0.1 inexact
 
-    def test_matches_skimage(self):
-        truth = rand(4, 2, 9, 7, seed=1)
-        x = (truth + 0.1 * rand(4, 2, 9, 7, seed=2) - 0.05).clamp(0, 1)
-        ours = psnr(x, truth, data_range=1.0)
-        ref = [peak_signal_noise_ratio(t.numpy(), a.numpy(), data_range=1.0)
-               for a, t in zip(x, truth)]
+    @pytest.mark.parametrize("seed", range(5))
+    @pytest.mark.parametrize("data_range", [1.0, 2.5])
+    def test_matches_skimage_on_random_images(self, seed, data_range):
+        # Random truths, estimates and shapes; float64 on both sides, so the same
+        # formula agrees to rounding: rtol 1e-12.
+        g = np.random.default_rng(seed)
+        shape = (3, int(g.integers(1, 4)), int(g.integers(3, 12)), int(g.integers(3, 12)))
+        truth = torch.from_numpy(g.uniform(0, data_range, size=shape))
+        est = torch.from_numpy(g.uniform(0, data_range, size=shape))
+        ours = psnr(truth, est, data_range=data_range)
+        ref = [peak_signal_noise_ratio(t.numpy(), e.numpy(), data_range=data_range)
+               for t, e in zip(truth, est)]
         np.testing.assert_allclose(ours.numpy(), ref, rtol=1e-12)
 
     def test_identical_is_inf_not_nan(self):
         x = rand(2, 1, 4, 4)
-        value = psnr(x, x.clone(), 1.0)
+        value = psnr(x, x.clone(), data_range=1.0)
         assert bool(torch.isinf(value).all()) and bool((value > 0).all())
+
+    def test_deprecated_keywords_and_positional_range_warn_and_agree(self):
+        truth = rand(2, 1, 6, 6, seed=20)
+        est = _noisy(truth, 21, 0.2)
+        ref = psnr(truth, est, data_range=1.0)
+        with pytest.warns(DeprecationWarning, match=r"psnr\(image_true, image_test"):
+            old = psnr(x=est, truth=truth, data_range=1.0)
+        torch.testing.assert_close(old, ref, rtol=0, atol=0)
+        with pytest.warns(DeprecationWarning, match="truth="):
+            old = psnr(est, truth=truth, data_range=1.0)  # old f(x, truth=...) form
+        torch.testing.assert_close(old, ref, rtol=0, atol=0)
+        with pytest.warns(DeprecationWarning, match="data_range by keyword"):
+            old = psnr(truth, est, 1.0)
+        torch.testing.assert_close(old, ref, rtol=0, atol=0)
+        with pytest.raises(TypeError, match="mixed"):
+            psnr(truth, est, x=est, data_range=1.0)
 
     def test_bad_input(self):
         x = rand(2, 1, 4, 4)
-        with pytest.raises(ValueError, match=r"truth must have the shape of x \(2, 1, 4, 4\)"):
-            psnr(x, rand(2, 1, 4, 5), 1.0)
-        with pytest.raises(ValueError, match="truth"):
-            psnr(x, x[:1], 1.0)  # no silent broadcasting over the batch
+        with pytest.raises(ValueError,
+                           match=r"image_test must have the shape of image_true \(2, 1, 4, 4\)"):
+            psnr(x, rand(2, 1, 4, 5), data_range=1.0)
+        with pytest.raises(ValueError, match="image_test"):
+            psnr(x, x[:1], data_range=1.0)  # no silent broadcasting over the batch
         for bad_range in (0.0, -1.0, float("nan"), float("inf")):
             with pytest.raises(ValueError, match="data_range"):
-                psnr(x, x, bad_range)
+                psnr(x, x, data_range=bad_range)
         with pytest.raises(TypeError, match="data_range"):
-            psnr(x, x, None)
-        with pytest.raises(TypeError):
+            psnr(x, x, data_range=None)
+        with pytest.raises(TypeError, match="data_range"):
             psnr(x, x)  # data_range is required
         nan = x.clone()
         nan[0, 0, 0, 0] = float("nan")
-        with pytest.raises(ValueError, match="x contains NaN"):
-            psnr(nan, x, 1.0)
-        with pytest.raises(ValueError, match="truth contains NaN"):
-            psnr(x, nan, 1.0)
-        with pytest.raises(TypeError, match="x"):
-            psnr(x.numpy(), x, 1.0)
-        with pytest.raises(ValueError, match="x must have shape"):
-            psnr(torch.rand(5), torch.rand(5), 1.0)
+        with pytest.raises(ValueError, match="image_test contains NaN"):
+            psnr(x, nan, data_range=1.0)
+        with pytest.raises(ValueError, match="image_true contains NaN"):
+            psnr(nan, x, data_range=1.0)
+        with pytest.raises(TypeError, match="image_true"):
+            psnr(x.numpy(), x, data_range=1.0)
+        with pytest.raises(ValueError, match="image_test must have shape"):
+            psnr(torch.rand(5), torch.rand(5), data_range=1.0)
 
 
 # ----------------------------------------------------------------------- rmse
 class TestRMSE:
-    def test_closed_form_and_numpy(self):
+    def test_closed_form_and_skimage(self):
         truth = rand(3, 1, 6, 6, seed=3)
         x = rand(3, 1, 6, 6, seed=4)
-        ref = np.sqrt(((x - truth).numpy() ** 2).reshape(3, -1).mean(axis=1))
-        np.testing.assert_allclose(rmse(x, truth).numpy(), ref, rtol=1e-12)
-        torch.testing.assert_close(rmse(truth + 0.25, truth),
+        ref = [math.sqrt(mean_squared_error(t.numpy(), e.numpy())) for t, e in zip(truth, x)]
+        np.testing.assert_allclose(rmse(truth, x).numpy(), ref, rtol=1e-12)
+        torch.testing.assert_close(rmse(truth, truth + 0.25),
                                    torch.full((3,), 0.25, dtype=torch.float64))
 
     def test_consistent_with_psnr(self):
         truth = rand(2, 1, 8, 8, seed=5)
         x = rand(2, 1, 8, 8, seed=6)
-        torch.testing.assert_close(psnr(x, truth, 2.0), 20 * torch.log10(2.0 / rmse(x, truth)))
+        torch.testing.assert_close(psnr(truth, x, data_range=2.0),
+                                   20 * torch.log10(2.0 / rmse(truth, x)))
+
+    def test_deprecated_keywords_warn(self):
+        truth, x = rand(2, 1, 4, 4, seed=7), rand(2, 1, 4, 4, seed=8)
+        with pytest.warns(DeprecationWarning, match=r"rmse\(image_true, image_test\)"):
+            old = rmse(x=x, truth=truth)
+        torch.testing.assert_close(old, rmse(truth, x), rtol=0, atol=0)
 
     def test_bad_input(self):
-        with pytest.raises(ValueError, match="truth must have the shape"):
+        with pytest.raises(ValueError, match="image_test must have the shape"):
             rmse(rand(1, 1, 4, 4), rand(1, 1, 4, 3))
-        with pytest.raises(TypeError, match="x"):
+        with pytest.raises(TypeError, match="image_true"):
             rmse(torch.ones(1, 1, 2, 2, dtype=torch.complex64), torch.ones(1, 1, 2, 2))
+        with pytest.raises(TypeError, match="positional"):
+            rmse(rand(1, 1, 4, 4), rand(1, 1, 4, 4), 1.0)
 
 
 # ----------------------------------------------------------------------- ssim
@@ -111,23 +155,28 @@ class TestSSIM:
         a, b, data_range = 0.3, 0.6, 1.0
         c1 = (0.01 * data_range) ** 2
         expected = (2 * a * b + c1) / (a * a + b * b + c1)
-        value = ssim(torch.full((1, 1, 10, 10), a), torch.full((1, 1, 10, 10), b), data_range)
+        value = ssim(torch.full((1, 1, 10, 10), a), torch.full((1, 1, 10, 10), b),
+                     data_range=data_range)
         assert float(value[0]) == pytest.approx(expected, rel=1e-5)  # float32 inputs
 
-    def test_matches_skimage_per_image(self):
-        truth = rand(3, 1, 16, 16, seed=7)
-        x = (truth + 0.2 * rand(3, 1, 16, 16, seed=8)).clamp(0, 1)
-        ours = ssim(x, truth, data_range=1.0)
-        ref = [structural_similarity(a[0].numpy(), t[0].numpy(), data_range=1.0)
-               for a, t in zip(x, truth)]
+    @pytest.mark.parametrize("seed", range(4))
+    def test_matches_skimage_on_random_images(self, seed):
+        # float64 on both sides, same windowed statistics: rtol 1e-12.
+        g = np.random.default_rng(100 + seed)
+        h, w = int(g.integers(7, 20)), int(g.integers(7, 20))
+        truth = torch.from_numpy(g.uniform(size=(3, 1, h, w)))
+        est = torch.from_numpy(np.clip(truth.numpy() + g.normal(0, 0.2, size=truth.shape), 0, 1))
+        ours = ssim(truth, est, data_range=1.0)
+        ref = [structural_similarity(t[0].numpy(), e[0].numpy(), data_range=1.0)
+               for t, e in zip(truth, est)]
         np.testing.assert_allclose(ours.numpy(), ref, rtol=1e-12)
         assert len(set(ours.tolist())) == 3  # genuinely per image
 
     def test_multichannel_matches_skimage(self):
         truth = rand(2, 3, 12, 12, seed=9)
-        x = (truth + 0.1 * rand(2, 3, 12, 12, seed=10)).clamp(0, 1)
-        ours = ssim(x, truth, data_range=1.0)
-        ref = [structural_similarity(a.numpy(), t.numpy(), data_range=1.0, channel_axis=0)
+        x = _noisy(truth, 10, 0.2)
+        ours = ssim(truth, x, data_range=1.0)
+        ref = [structural_similarity(t.numpy(), a.numpy(), data_range=1.0, channel_axis=0)
                for a, t in zip(x, truth)]
         np.testing.assert_allclose(ours.numpy(), ref, rtol=1e-12)
 
@@ -135,34 +184,46 @@ class TestSSIM:
         # 8x8 digits: skimage's default 7x7 window fits; a 5x5 image gets 5x5.
         truth = rand(2, 1, 5, 5, seed=11)
         x = (truth + 0.1).clamp(0, 1)
-        ref = [structural_similarity(a[0].numpy(), t[0].numpy(), data_range=1.0, win_size=5)
+        ref = [structural_similarity(t[0].numpy(), a[0].numpy(), data_range=1.0, win_size=5)
                for a, t in zip(x, truth)]
-        np.testing.assert_allclose(ssim(x, truth, 1.0).numpy(), ref, rtol=1e-12)
-        ref3 = structural_similarity(x[0, 0].numpy(), truth[0, 0].numpy(), data_range=1.0,
+        np.testing.assert_allclose(ssim(truth, x, data_range=1.0).numpy(), ref, rtol=1e-12)
+        ref3 = structural_similarity(truth[0, 0].numpy(), x[0, 0].numpy(), data_range=1.0,
                                      win_size=3)
-        assert float(ssim(x, truth, 1.0, win_size=3)[0]) == pytest.approx(ref3, rel=1e-12)
+        value = ssim(truth, x, data_range=1.0, win_size=3)[0]
+        assert float(value) == pytest.approx(ref3, rel=1e-12)
 
     def test_worse_reconstruction_scores_lower(self):
         truth = rand(1, 1, 16, 16, seed=12)
         noise = rand(1, 1, 16, 16, seed=13) - 0.5
-        assert float(ssim(truth + 0.05 * noise, truth, 1.0)) > float(
-            ssim(truth + 0.3 * noise, truth, 1.0))
+        assert float(ssim(truth, truth + 0.05 * noise, data_range=1.0)) > float(
+            ssim(truth, truth + 0.3 * noise, data_range=1.0))
+
+    def test_deprecated_keywords_and_positional_range_warn_and_agree(self):
+        truth = rand(2, 1, 9, 9, seed=14)
+        est = _noisy(truth, 15, 0.3)
+        ref = ssim(truth, est, data_range=1.0)
+        with pytest.warns(DeprecationWarning, match=r"ssim\(image_true, image_test"):
+            old = ssim(x=est, truth=truth, data_range=1.0)
+        torch.testing.assert_close(old, ref, rtol=0, atol=0)
+        with pytest.warns(DeprecationWarning, match="data_range by keyword"):
+            old = ssim(truth, est, 1.0)
+        torch.testing.assert_close(old, ref, rtol=0, atol=0)
 
     def test_bad_input(self):
         x = rand(1, 1, 8, 8)
-        with pytest.raises(ValueError, match="truth must have the shape"):
-            ssim(x, rand(1, 1, 8, 9), 1.0)
-        with pytest.raises(ValueError, match=r"x must have 4 dimensions"):
-            ssim(x[0], x[0], 1.0)
+        with pytest.raises(ValueError, match="image_test must have the shape"):
+            ssim(x, rand(1, 1, 8, 9), data_range=1.0)
+        with pytest.raises(ValueError, match=r"image_test must have 4 dimensions"):
+            ssim(x[0], x[0], data_range=1.0)
         with pytest.raises(ValueError, match=">= 3"):
-            ssim(rand(1, 1, 2, 8), rand(1, 1, 2, 8), 1.0)
+            ssim(rand(1, 1, 2, 8), rand(1, 1, 2, 8), data_range=1.0)
         with pytest.raises(ValueError, match="win_size"):
-            ssim(x, x, 1.0, win_size=4)
+            ssim(x, x, data_range=1.0, win_size=4)
         with pytest.raises(ValueError, match="win_size"):
-            ssim(x, x, 1.0, win_size=9)
+            ssim(x, x, data_range=1.0, win_size=9)
         with pytest.raises(ValueError, match="data_range"):
-            ssim(x, x, -1.0)
+            ssim(x, x, data_range=-1.0)
         nan = x.clone()
         nan[..., 0, 0] = float("inf")
-        with pytest.raises(ValueError, match="x contains NaN or inf"):
-            ssim(nan, x, 1.0)
+        with pytest.raises(ValueError, match="image_test contains NaN or inf"):
+            ssim(x, nan, data_range=1.0)

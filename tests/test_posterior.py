@@ -1,4 +1,4 @@
-"""Tests for the Posterior container (bayes_recon.inference.posterior)."""
+"""Tests for the Posterior container (bayes_recon.posterior)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bayes_recon.inference.posterior import Posterior
+from bayes_recon.posterior import Posterior
 
 
 def _samples(chains=3, draws=7, shape=(2, 4, 5), seed=0, dtype=torch.float32):

@@ -6,6 +6,7 @@ and the Shepp-Logan phantom from scikit-image, ellipses are generated.
 
 from .digits import digits
 from .ellipses import ellipses
+from .files import load_image, load_measurement
 from .patches import NATURAL_TEST_IMAGES, NATURAL_TRAIN_IMAGES, natural_patches
 from .phantoms import shepp_logan
 from .prior_sets import PRIOR_DATASETS, PriorData, prior_training_data
@@ -16,6 +17,8 @@ __all__ = [
     "digits",
     "ellipses",
     "shepp_logan",
+    "load_image",
+    "load_measurement",
     "natural_patches",
     "NATURAL_TRAIN_IMAGES",
     "NATURAL_TEST_IMAGES",

@@ -86,9 +86,9 @@ def digits(split: str, size: int = 28, return_labels: bool = False):
     Examples
     --------
     >>> from bayes_recon.data import digits
-    >>> x, labels = digits("test", size=16, return_labels=True)
+    >>> x, labels = digits("test", size=8, return_labels=True)  # native size: no resize
     >>> tuple(x.shape), x.dtype, tuple(labels.shape)
-    ((359, 1, 16, 16), torch.float32, (359,))
+    ((359, 1, 8, 8), torch.float32, (359,))
     >>> bool(x.min() >= 0) and bool(x.max() <= 1)
     True
     """

@@ -15,6 +15,7 @@ from ..operators import (
     MRI,
     Blur,
     Downsampling,
+    FanBeamCT,
     Identity,
     Inpainting,
     LinearOperator,
@@ -23,7 +24,7 @@ from ..operators import (
     radial_mask,
 )
 
-PROBLEMS = ("ct", "mri", "denoise", "deblur", "inpaint", "superres")
+PROBLEMS = ("ct", "ct-fan", "mri", "denoise", "deblur", "inpaint", "superres")
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,22 @@ class ProblemConfig:
     Attributes
     ----------
     problem : str
-        One of ``ct``, ``mri``, ``denoise``, ``deblur``, ``inpaint``, ``superres``.
+        One of ``ct`` (parallel beam), ``ct-fan`` (fan beam, flat detector), ``mri``,
+        ``denoise``, ``deblur``, ``inpaint``, ``superres``.
     size : int
         Image side length (square images, one channel).
     angles : int
-        CT projection angles in [0, π).
+        CT projection angles: in [0, π) for ``ct``; source positions over the full
+        circle (or a short scan) for ``ct-fan``.
+    detectors : int or None
+        CT detector count (None: each geometry's default, covering the image).
+    source_distance, detector_distance : float or None
+        ``ct-fan``: source and detector distances from the rotation centre, in
+        pixels (None: ``2·size`` and ``size``).
+    detector_spacing : float or None
+        ``ct-fan``: detector pitch in pixels (None: the default that covers the image).
+    scan : {"full", "short"}
+        ``ct-fan``: full circle or short scan (π plus the fan angle, Parker-weighted FBP).
     spokes : int
         MRI radial spokes.
     blur_sigma : float
@@ -53,6 +65,11 @@ class ProblemConfig:
     problem: str = "ct"
     size: int = 28
     angles: int = 20
+    detectors: int | None = None
+    source_distance: float | None = None
+    detector_distance: float | None = None
+    detector_spacing: float | None = None
+    scan: str = "full"
     spokes: int = 30
     blur_sigma: float = 1.0
     observed_fraction: float = 0.5
@@ -63,6 +80,18 @@ class ProblemConfig:
         check_choice("problem", self.problem, PROBLEMS)
         check_int("size", self.size, minimum=2)
         check_int("angles", self.angles, minimum=1)
+        if self.detectors is not None:
+            check_int("detectors", self.detectors, minimum=1)
+        fan = {"source_distance": self.source_distance, "detector_distance": self.detector_distance,
+               "detector_spacing": self.detector_spacing}
+        if self.problem != "ct-fan":
+            given = [k for k, v in fan.items() if v is not None] + (["scan"] if self.scan != "full" else [])
+            if given:
+                raise ValueError(f"{', '.join(given)} only apply to problem 'ct-fan', "
+                                 f"got problem {self.problem!r}")
+        check_choice("scan", self.scan, ("full", "short"))
+        if self.detectors is not None and self.problem not in ("ct", "ct-fan"):
+            raise ValueError(f"detectors only applies to CT problems, got problem {self.problem!r}")
         check_int("spokes", self.spokes, minimum=1)
         check_positive("blur_sigma", self.blur_sigma)
         check_positive("observed_fraction", self.observed_fraction)
@@ -84,7 +113,13 @@ def build_operator(config: ProblemConfig) -> LinearOperator:
         raise TypeError(f"config must be a ProblemConfig, got {type(config).__name__}")
     n = config.size
     if config.problem == "ct":
-        return ParallelBeamCT(n, config.angles)
+        return ParallelBeamCT(n, config.angles, n_detectors=config.detectors)
+    if config.problem == "ct-fan":
+        source = 2.0 * n if config.source_distance is None else config.source_distance
+        detector = 1.0 * n if config.detector_distance is None else config.detector_distance
+        return FanBeamCT(n, config.angles, source_distance=source, detector_distance=detector,
+                         n_detectors=config.detectors, detector_spacing=config.detector_spacing,
+                         scan=config.scan)
     if config.problem == "mri":
         return MRI(n, radial_mask(n, config.spokes))
     if config.problem == "denoise":

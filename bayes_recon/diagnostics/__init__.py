@@ -6,7 +6,7 @@ Diagnostics know nothing about how samples were made, only the ``Posterior``
 
 from .arviz_export import to_arviz
 from .calibration import DEFAULT_LEVELS, CalibrationReport, calibration
-from .metrics import CalibrationWarning
+from .calibration_metrics import CalibrationWarning
 from .plots import (
     plot_calibration_curve,
     plot_error_vs_std,

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import torch
 
-from ..inference.posterior import Posterior
+from ..posterior import Posterior
 
 with warnings.catch_warnings():
     # arviz 0.2x announces its 1.x refactor on import; say it once, not in every user session.

@@ -29,7 +29,7 @@ import numbers
 import numpy as np
 import xarray as xr
 
-from ..inference.posterior import Posterior
+from ..posterior import Posterior
 from ._inputs import az, to_numpy, truth_array
 
 __all__ = ["to_arviz", "STAT_ALIASES"]
@@ -96,7 +96,7 @@ def to_arviz(posterior: Posterior, truth=None, y=None, name: str = "x"):
     Examples
     --------
     >>> import torch
-    >>> from bayes_recon.inference.posterior import Posterior
+    >>> from bayes_recon.posterior import Posterior
     >>> from bayes_recon.diagnostics import to_arviz
     >>> post = Posterior(torch.randn(2, 20, 1, 4, 4), method="toy", seed=1)
     >>> idata = to_arviz(post, truth=torch.zeros(1, 4, 4), y=torch.randn(4, 4))

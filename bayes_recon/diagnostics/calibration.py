@@ -15,9 +15,9 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
-from ..inference.posterior import Posterior
+from ..posterior import Posterior
 from ._inputs import az, samples_array, truth_array
-from .metrics import (
+from .calibration_metrics import (
     CalibrationWarning,
     gaussian_log_likelihood,
     interval_coverage,
@@ -317,7 +317,7 @@ def calibration(
     Examples
     --------
     >>> import torch
-    >>> from bayes_recon.inference.posterior import Posterior
+    >>> from bayes_recon.posterior import Posterior
     >>> from bayes_recon.diagnostics import calibration
     >>> g = torch.Generator().manual_seed(0)
     >>> post = Posterior(torch.randn(2, 200, 1, 16, 16, generator=g))

@@ -19,7 +19,7 @@ from matplotlib import MatplotlibDeprecationWarning
 from matplotlib.figure import Figure
 from scipy import stats
 
-from ..inference.posterior import Posterior
+from ..posterior import Posterior
 from ._inputs import az, samples_array, truth_array
 from .calibration import CalibrationReport
 

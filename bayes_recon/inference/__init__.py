@@ -19,8 +19,14 @@ from .linearised import (
 )
 from .linearised.pipeline import LinearisedDIPConfig, LinearisedDIPResult
 from .map import MAP_METHODS, MAPConfig, Reconstruction, map_estimate
-from .posterior import Posterior
-from .sampling import SAMPLING_METHODS, LaplaceWarning, SamplingConfig, sample_posterior
+from ..posterior import Posterior
+from .sampling import (
+    SAMPLING_METHODS,
+    ImportanceSamplingWarning,
+    LaplaceWarning,
+    SamplingConfig,
+    sample_posterior,
+)
 
 __all__ = [
     "Posterior",
@@ -33,6 +39,7 @@ __all__ = [
     "SamplingConfig",
     "SAMPLING_METHODS",
     "LaplaceWarning",
+    "ImportanceSamplingWarning",
     "collapsed_log_likelihood",
     "collapsed_log_posterior",
     "SLQConfig",

@@ -1,4 +1,8 @@
-"""Seeding Pyro without leaking global random state."""
+"""Seeding Pyro without leaking global random state; generators that follow the data's device.
+
+The generator checks live in :mod:`bayes_recon.models._generators` (the exact
+``x | z, y`` sampler moved to ``models``) and are re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,10 @@ from contextlib import contextmanager
 
 import pyro
 import pyro.util
+
+from ..models._generators import check_generator, cpu_generator_from
+
+__all__ = ["pyro_seed", "check_generator", "cpu_generator_from"]
 
 
 @contextmanager

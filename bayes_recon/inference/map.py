@@ -55,7 +55,8 @@ class MAPConfig:
     lr : float
         Adam learning rate of ``svi``.
     x_solver : XSolverConfig
-        The closed-form x-step of ``jpmap`` (Cholesky or CG, float64).
+        The closed-form x-step of ``jpmap`` (Cholesky or CG, float64;
+        ``"condition"`` is refused, it ignores σ).
     temperature : float
         Latent prior scale ``T``.
     evidence : str
@@ -314,6 +315,12 @@ def map_estimate(y: torch.Tensor, op, prior, noise_std: float | None, method: st
     cfg = MAPConfig() if config is None else config
     if not isinstance(cfg, MAPConfig):
         raise TypeError(f"config must be a MAPConfig, got {type(cfg).__name__}")
+    if method == "jpmap" and cfg.x_solver.solver == "condition":
+        # The σ → 0 conditional is not the minimiser of J at σ > 0: the x-step could raise J.
+        raise ValueError(
+            "config.x_solver.solver='condition' (the noise-free limit σ → 0) is not the exact "
+            "x-step of jpmap at noise_std > 0; use 'auto', 'cholesky' or 'cg'"
+        )
     z0 = initial_latent(y, op, prior)
     if noise_std is None:
         fit = collapsed_map(y, op, prior, None, z0=z0, temperature=cfg.temperature,

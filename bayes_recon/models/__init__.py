@@ -1,8 +1,9 @@
 """Generative networks and the Pyro programs ``z → x → y``."""
 
 from .checkpoint import load_model, save_model
+from .collapsed import CollapsedMarginal, collapsed_model
 from .dae import DAETrainConfig, DenoisingAutoencoder, train_dae
-from .pretrained import available_priors, load_pretrained
+from .pretrained import available_denoisers, available_priors, load_pretrained, load_pretrained_dae
 from .program import reconstruction_model
 from .supn_vae import COVARIANCES, SUPNConfig, SUPNVAE
 from .unet import UNet, UNetConfig
@@ -18,7 +19,11 @@ __all__ = [
     "evaluate_nll",
     "load_pretrained",
     "available_priors",
+    "load_pretrained_dae",
+    "available_denoisers",
     "reconstruction_model",
+    "collapsed_model",
+    "CollapsedMarginal",
     "save_model",
     "load_model",
     "UNet",

@@ -16,9 +16,11 @@ from .classical import (
     total_variation,
     tv_reconstruction,
 )
-from .ct import ParallelBeamCT, joseph_matrix, ramp_filter
+from .ct import ParallelBeamCT, RayTransform, joseph_matrix, ramp_filter, ray_matrix
+from .fanbeam import FanBeamCT, parker_weights
 from .mri import MRI, cartesian_mask, radial_mask
 from .sparse import SparseMatrix
+from .sparse_operator import SparseMatrixOperator, load_sparse_operator
 from .simple import Blur, Downsampling, Identity, Inpainting, MatrixOperator, gaussian_kernel
 
 
@@ -29,6 +31,10 @@ __all__ = [
     "ParallelBeamCT",
     "joseph_matrix",
     "ramp_filter",
+    "RayTransform",
+    "ray_matrix",
+    "FanBeamCT",
+    "parker_weights",
     "MRI",
     "radial_mask",
     "cartesian_mask",
@@ -39,6 +45,8 @@ __all__ = [
     "Identity",
     "MatrixOperator",
     "SparseMatrix",
+    "SparseMatrixOperator",
+    "load_sparse_operator",
     "conjugate_gradient",
     "CGResult",
     "CGConvergenceWarning",

@@ -81,10 +81,38 @@ def image_divergence(g: torch.Tensor) -> torch.Tensor:
     return div
 
 
-def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """Isotropic TV ``sum |∇x|`` per image: ``(B, C, H, W) -> (B,)``."""
+def total_variation(x: torch.Tensor, isotropic: bool = True, eps: float = 0.0) -> torch.Tensor:
+    """Total variation per image, ``(B, C, H, W) -> (B,)``, on :func:`image_gradient`.
+
+    The library's one TV (forward differences, Neumann boundary, summed over
+    pixels and channels):
+
+    * isotropic (default; the TV of :func:`tv_reconstruction`):
+      ``sum_ij sqrt(dy_ij² + dx_ij² + eps)``;
+    * anisotropic (``isotropic=False``; the DIP-CT papers' regulariser):
+      ``sum_ij |dy_ij| + |dx_ij|``.
+
+    ``eps > 0`` keeps the isotropic gradient finite where the image is flat
+    (``sqrt`` has an infinite slope at 0); it adds ``sqrt(eps)`` per pixel.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.zeros(1, 1, 4, 4); x[..., :, 2:] = 1.0   # one vertical edge, 4 rows long
+    >>> total_variation(x), total_variation(x, isotropic=False)
+    (tensor([4.]), tensor([4.]))
+    >>> d = torch.zeros(1, 1, 2, 2); d[..., 0, 0] = 1.0     # both differences at (0, 0) are -1
+    >>> round(total_variation(d).item(), 4), total_variation(d, isotropic=False).item()
+    (1.4142, 2.0)
+    """
+    check_tensor("x", x, ndim=4)
+    eps = float(eps)
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
     g = image_gradient(x)
-    return g.pow(2).sum(1).clamp_min(0).sqrt().flatten(1).sum(1)
+    if not isotropic:
+        return g.abs().flatten(1).sum(1)
+    return (g.pow(2).sum(1) + eps).sqrt().flatten(1).sum(1)
 
 
 def tv_reconstruction(

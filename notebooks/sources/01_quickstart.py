@@ -140,10 +140,10 @@ print(idata.groups(), idata.posterior["x"].dims)
 az.summary(idata, var_names=["z"], coords={"latent": [0, 1, 2, 3]}, kind="diagnostics")
 """),
     ("code", """
-if "sample_stats" in idata.groups():  # NUTS only: Laplace draws have no sampler statistics
-    stats = idata.sample_stats
+stats = idata.sample_stats if "sample_stats" in idata.groups() else {}
+if "diverging" in stats:  # NUTS only: Laplace draws have no transitions
     print(f"divergent transitions: {int(stats['diverging'].sum())}, "
-          f"mean acceptance {float(stats['acceptance_rate'].mean()):.2f}, "
+          f"moved in {float(stats['accepted'].mean()):.0%} of transitions, "
           f"mean tree depth {float(stats['tree_depth'].mean()):.1f}")
 plot_trace(post, max_latent=4)
 """),
@@ -176,7 +176,7 @@ mean (the MMSE estimate) comes with its coverage at 90 %.
 """),
     ("code", """
 estimates = {"FBP": x_fbp, "TV": x_tv, "MAP (jpmap)": rec.x, f"posterior mean ({POSTERIOR_METHOD})": post.mean[None]}
-scores = {name: (float(psnr(x, truth, data_range=1.0)[0]), float(ssim(x, truth, data_range=1.0)[0]))
+scores = {name: (float(psnr(truth, x, data_range=1.0)[0]), float(ssim(truth, x, data_range=1.0)[0]))
           for name, x in estimates.items()}
 print("| method | PSNR (dB) | SSIM |\\n|---|---|---|")
 for name, (p, s) in scores.items():

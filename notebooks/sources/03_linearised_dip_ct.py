@@ -57,7 +57,7 @@ op = ParallelBeamCT(28, n_angles=20)
 meas = simulate(op, truth, relative_noise=0.05, seed=0)
 y, sigma = meas.y, meas.noise_std
 x_fbp = op.fbp(y)
-print(f"noise_std = {sigma:.4f}, FBP PSNR = {float(psnr(x_fbp, truth, 1.0)[0]):.2f} dB")
+print(f"noise_std = {sigma:.4f}, FBP PSNR = {float(psnr(truth, x_fbp, data_range=1.0)[0]):.2f} dB")
 """),
     ("md", """
 ## 1. Fit the DIP
@@ -70,7 +70,7 @@ t0 = time.perf_counter()
 fit = fit_dip(y, op, tv_weight=3 * sigma, iterations=ITERATIONS, lr=LR, seed=0,
               network_config=UNetConfig(channels=CHANNELS), progress=False, truth=truth)
 print(f"{time.perf_counter() - t0:.1f} s; best iteration {fit.best_iteration}, "
-      f"DIP PSNR {float(psnr(fit.x, truth, 1.0)[0]):.2f} dB")
+      f"DIP PSNR {float(psnr(truth, fit.x, data_range=1.0)[0]):.2f} dB")
 fig, (a0, a1) = plt.subplots(1, 2, figsize=(9, 3))
 a0.semilogy(fit.loss_history); a0.set(xlabel="iteration", ylabel="loss", title="DIP loss")
 a1.plot(fit.psnr_history); a1.set(xlabel="iteration", ylabel="PSNR (dB)", title="PSNR vs truth (monitoring only)");
@@ -187,7 +187,7 @@ reports = {name: calibration(p, truth[0]) for name, p in posteriors.items()}
 print("| method | PSNR mean (dB) | test log-lik. | cov. 50 % | cov. 90 % | cov. 95 % | cal. error | mean std |")
 print("|---|---|---|---|---|---|---|---|")
 for name, r in reports.items():
-    p = float(psnr(posteriors[name].mean[None], truth, 1.0)[0])
+    p = float(psnr(truth, posteriors[name].mean[None], data_range=1.0)[0])
     print(f"| {name} | {p:.2f} | {r.test_log_likelihood:.3f} | {r.coverage_at(0.5):.3f} | "
           f"{r.coverage_at(0.9):.3f} | {r.coverage_at(0.95):.3f} | {r.calibration_error:.3f} | {r.mean_std:.4f} |")
 """),
@@ -220,8 +220,8 @@ which `04_calibration` uses.
 """),
     ("checks", """
 # What this notebook claims, checked (tests/test_notebooks.py re-reads the printed JSON).
-dip_psnr = float(psnr(fit.x, truth, 1.0)[0])
-fbp_psnr = float(psnr(x_fbp, truth, 1.0)[0])
+dip_psnr = float(psnr(truth, fit.x, data_range=1.0)[0])
+fbp_psnr = float(psnr(truth, x_fbp, data_range=1.0)[0])
 assert dip_psnr > fbp_psnr, (dip_psnr, fbp_psnr)
 # Type-II maximum likelihood raised the evidence above its value at the initial hyperparameters.
 assert ev_mll.log_evidence > log_evidence_init, (ev_mll.log_evidence, log_evidence_init)

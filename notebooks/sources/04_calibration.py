@@ -91,7 +91,7 @@ for i in range(N_DIGITS):
     seconds["SUPN (Laplace)"] += t1 - t0
     seconds["lin. DIP (TV-MAP)"] += t2 - t1
     print(f"digit {i}: SUPN {t1 - t0:.1f} s, linearised DIP {t2 - t1:.1f} s "
-          f"(DIP PSNR {float(psnr(res.fit.x, truth, 1.0)[0]):.2f} dB)")
+          f"(DIP PSNR {float(psnr(truth, res.fit.x, data_range=1.0)[0]):.2f} dB)")
 """),
     ("md", """
 ## Pooled metrics

@@ -4,27 +4,45 @@ Entry point::
 
     fit = fit_dip(y, op, tv_weight, iterations)            # bayes_recon.inference.dip
     la = LinearisedLaplace(fit, op)                          # Jacobian + kernel pieces
-    la.optimise_evidence(predcp_scale=...)                   # MLL (0) or TV-MAP (> 0)
+    la.optimise_evidence()                                   # L-BFGS (exact path) or sample-based EM
     posterior = la.sample(1000, seed=0)                      # -> Posterior
 
 or all at once with :func:`linearised_dip`.
 """
 
 from .baselines import fixed_noise_posterior, mc_dropout_posterior
-from .evidence import ExactKernel, data_kernel_operator, direct_image_kernel
+from .gp import (LinearisedGaussianLikelihood, LinearisedGP, LinearisedHyperparameters,
+                 MacKayMarginalLogLikelihood, TVPredCPPrior)
+from .resources import PathEstimate, available_memory, choose_path, estimate_paths
+from .sampling import RunningMoments
+from .evidence import ExactKernel, NystromPreconditioner, data_kernel_operator, direct_image_kernel
 from .jacobian import NetworkJacobian, ParameterGroup, linearised_groups
-from .config import EvidenceConvergenceWarning, EvidenceResult, LaplaceConfig
+from .config import (LOG_LENGTHSCALE_BOUNDS, EvidenceConvergenceWarning, EvidenceResult, LaplaceConfig,
+                     NumericalRecord)
 from .laplace import LinearisedLaplace
-from .linalg import CholeskyError, CholeskyJitterWarning, robust_cholesky
+from .linalg import CholeskyError, CholeskyJitterWarning, recording_warnings, robust_cholesky
+from .optimise import LBFGSResult, lbfgs_maximise
 from .pipeline import linearised_dip
 from .predcp import TVPredCP
 from .weight_prior import MaternFilterPrior, distance_classes
 
 __all__ = [
     "LinearisedLaplace",
+    "LinearisedHyperparameters",
+    "LinearisedGP",
+    "LinearisedGaussianLikelihood",
+    "MacKayMarginalLogLikelihood",
+    "TVPredCPPrior",
+    "PathEstimate",
+    "available_memory",
+    "estimate_paths",
+    "choose_path",
+    "RunningMoments",
     "LaplaceConfig",
     "EvidenceResult",
     "EvidenceConvergenceWarning",
+    "NumericalRecord",
+    "LOG_LENGTHSCALE_BOUNDS",
     "linearised_dip",
     "NetworkJacobian",
     "ParameterGroup",
@@ -34,10 +52,14 @@ __all__ = [
     "ExactKernel",
     "direct_image_kernel",
     "data_kernel_operator",
+    "NystromPreconditioner",
     "TVPredCP",
     "CholeskyJitterWarning",
     "CholeskyError",
     "robust_cholesky",
+    "recording_warnings",
+    "lbfgs_maximise",
+    "LBFGSResult",
     "mc_dropout_posterior",
     "fixed_noise_posterior",
 ]

@@ -1,16 +1,24 @@
-"""Settings and results of the linearised Laplace model (dataclasses, no logic)."""
+"""Settings and results of the linearised Laplace model (dataclasses, no numerics)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import re
+import warnings
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-__all__ = ["LaplaceConfig", "EvidenceResult", "EvidenceConvergenceWarning"]
+__all__ = ["LaplaceConfig", "EvidenceResult", "EvidenceConvergenceWarning", "NumericalRecord",
+           "LOG_LENGTHSCALE_BOUNDS"]
+
+#: Open interval of ``log ℓ_b`` (filter pixel units). Outside it the 9x9 filter
+#: covariances are numerically the identity (ℓ → 0) or rank one (ℓ → ∞).
+LOG_LENGTHSCALE_BOUNDS = (-4.0, 4.0)
 
 
 class EvidenceConvergenceWarning(RuntimeWarning):
-    """The evidence optimisation used all its iterations without meeting its tolerance."""
+    """The evidence optimisation stopped without meeting its tolerance (the reason is in the message)."""
 
 
 @dataclass
@@ -20,15 +28,21 @@ class LaplaceConfig:
     Attributes
     ----------
     path : {"auto", "exact", "scalable"}
-        ``"auto"`` is exact when ``N · P <= max_dense_entries``.
+        ``"auto"``: the fastest path whose estimated peak memory fits
+        ``memory_budget`` (see :mod:`.resources`); exact also needs
+        ``N · P <= max_dense_entries``.
     include_1x1 : bool
         Also linearise the 1x1 convs (iid normal prior per block).
     expansion : {"fit", "linearised"}
-        ``"fit"``: MacKay evidence at ``θ*``. ``"linearised"``: the exact
-        evidence of the linear model, i.e. at the MAP weights of the
-        linearised model (``log N(y - A x* + A J θ*; 0, K_yy)``).
+        ``"fit"`` (default; measured better calibrated on held-out digits, see
+        docs/scaling.md) or ``"linearised"``: MacKay evidence at ``θ*`` and the Laplace posterior centred at
+        ``x*``. ``"linearised"``: the exact evidence and posterior of the
+        linear model ``x = x* + J (θ - θ*)``, ``θ ~ N(0, Σ_θ)``
+        (``log N(y - A x* + A J θ*; 0, K_yy)``; posterior mean
+        ``x* - J θ* + K Aᵀ K_yy⁻¹ (y - A x* + A J θ*)``).
     init_lengthscale : float
-        Initial ``ℓ_b`` (filter pixel units).
+        Initial ``ℓ_b`` (filter pixel units), inside
+        ``exp(LOG_LENGTHSCALE_BOUNDS)`` (open interval).
     init_variance : float or None
         Initial ``σ_b²``; None uses the mean squared fitted weight of the block.
     max_dense_entries : int
@@ -39,6 +53,28 @@ class LaplaceConfig:
         quadrature steps, Nyström rank, seed of the fixed probes and sketch.
     predcp_samples, predcp_seed : int
         Fixed probes of the TV-PredCP expectation.
+    hyperparameter_method : {"auto", "lbfgs", "em"}
+        ``"lbfgs"``: L-BFGS on the (deterministic) evidence; ``"em"``: sample-based
+        EM with MacKay updates (``expansion="linearised"`` only); ``"auto"``: EM on
+        the scalable path, L-BFGS on the exact one.
+    em_iterations, em_samples : int
+        EM iterations (maximum) and Matheron probe samples per E-step.
+    em_tolerance : float
+        EM stops when every log-hyperparameter moved less than this in one iteration
+        (twice in a row).
+    em_lengthscale_step : float
+        Largest change of a ``log ℓ_b`` per EM iteration.
+    g_prior : bool
+        Scale the Jacobian's columns by ``(d_i / mean_b d)^{-1/2}``, ``d_i =
+        ‖(A J)_{:, i}‖²`` (estimated with ``g_prior_probes`` Gaussian probes), so that
+        each weight of group ``b`` has the same data-space scale (Antorán et al. 2023).
+    g_prior_probes : int
+    memory_budget : float or None
+        Bytes the path may use; None: half of the currently available memory.
+    sample_batch_size : int
+        Matheron samples per CG batch.
+    adjoint_tolerance : float
+        Maximum ``adjointness_error(op)``; a larger one raises ``ValueError``.
     """
 
     path: str = "auto"
@@ -56,14 +92,144 @@ class LaplaceConfig:
     probe_seed: int = 0
     predcp_samples: int = 32
     predcp_seed: int = 0
+    hyperparameter_method: str = "auto"
+    em_iterations: int = 40
+    em_samples: int = 32
+    em_tolerance: float = 0.02
+    em_lengthscale_step: float = 0.5
+    g_prior: bool = False
+    g_prior_probes: int = 64
+    memory_budget: float | None = None
+    sample_batch_size: int = 64
+    adjoint_tolerance: float = 1e-6
+
+
+# Jitter is reported in CholeskyJitterWarning's text ("added jitter <value>").
+_JITTER_MESSAGE = re.compile(r"added jitter ([-+0-9.eE]+)")
+# linear_operator reports CG trouble only through this warning text (no public result object).
+_CG_MESSAGE = re.compile(r"CG terminated in (\d+) iterations with average residual norm\s*"
+                         r"(?:tensor\()?\s*([-+0-9.eE]+|nan|inf)")
+
+
+def _worse(a, b):
+    """The larger of two optional numbers; NaN counts as the largest."""
+    if a is None or b is None:
+        return b if a is None else a
+    if not math.isfinite(b) or not math.isfinite(a):
+        return b if not math.isfinite(b) and not (a != a) else a
+    return max(a, b)
+
+
+@dataclass
+class NumericalRecord:
+    """Numerical trouble met by the linear algebra of some evaluations (all zero: none).
+
+    Attributes
+    ----------
+    evaluations : int
+        Evidence evaluations or sampling runs covered.
+    warning_count : int
+        Numerical warnings (``RuntimeWarning`` subclasses, e.g. linear_operator's
+        ``NumericalWarning``, ``CholeskyJitterWarning``) caught and re-emitted.
+    warnings : list of str
+        ``"Category: message"`` of the first 20 of them.
+    cg_converged : bool
+        False if any conjugate-gradient solve stopped short of its tolerance.
+    cg_failures : int
+        How many solves stopped short.
+    cg_iterations : int or None
+        Largest iteration count among the solves that reported one.
+    cg_residual : float or None
+        Largest (relative) residual norm reported.
+    max_jitter : float
+        Largest absolute diagonal jitter a Cholesky factorisation needed (0: none).
+    """
+
+    evaluations: int = 0
+    warning_count: int = 0
+    warnings: list = field(default_factory=list)
+    cg_converged: bool = True
+    cg_failures: int = 0
+    cg_iterations: int | None = None
+    cg_residual: float | None = None
+    max_jitter: float = 0.0
+
+    @property
+    def converged(self) -> bool:
+        """Every solve met its tolerance."""
+        return self.cg_converged
+
+    def add_warning(self, message: warnings.WarningMessage) -> None:
+        """Record one caught warning; CG warnings of linear_operator also set the CG fields."""
+        text = str(message.message)
+        self.warning_count += 1
+        if len(self.warnings) < 20:
+            self.warnings.append(f"{message.category.__name__}: {text}")
+        hit = _CG_MESSAGE.search(text)
+        if hit:
+            self.add_cg(False, int(hit.group(1)), float(hit.group(2)))
+        jit = _JITTER_MESSAGE.search(text)
+        if jit:
+            self.add_jitter(float(jit.group(1)))
+
+    def add_cg(self, converged: bool, iterations: int | None = None, residual: float | None = None) -> None:
+        """Record one CG solve (``converged``, iterations used, relative residual)."""
+        if not converged:
+            self.cg_converged = False
+            self.cg_failures += 1
+        self.cg_iterations = _worse(self.cg_iterations, None if iterations is None else int(iterations))
+        self.cg_residual = _worse(self.cg_residual, None if residual is None else float(residual))
+
+    def add_jitter(self, jitter: float) -> None:
+        self.max_jitter = max(self.max_jitter, float(jitter))
+
+    def merge(self, other: "NumericalRecord") -> None:
+        """Fold ``other`` into this record."""
+        self.evaluations += other.evaluations
+        self.warning_count += other.warning_count
+        self.warnings.extend(other.warnings[: max(0, 20 - len(self.warnings))])
+        self.cg_failures += other.cg_failures
+        self.cg_converged = self.cg_converged and other.cg_converged
+        self.cg_iterations = _worse(self.cg_iterations, other.cg_iterations)
+        self.cg_residual = _worse(self.cg_residual, other.cg_residual)
+        self.max_jitter = max(self.max_jitter, other.max_jitter)
+
+    def to_dict(self) -> dict:
+        """Plain-Python copy (JSON-serialisable), with ``converged``."""
+        return {**asdict(self), "converged": self.converged}
 
 
 @dataclass
 class EvidenceResult:
     """Outcome of :meth:`LinearisedLaplace.optimise_evidence`.
 
-    ``trace`` is the objective (log evidence, plus the log PredCP prior when
-    used) at every function evaluation; ``log_evidence`` the final evidence.
+    Attributes
+    ----------
+    trace : numpy.ndarray
+        ``(evaluations,)`` objective (log evidence, plus the log PredCP prior when
+        used) at every function evaluation.
+    log_evidence : float
+        Evidence at the final hyperparameters.
+    objective : float
+        Objective at the final hyperparameters.
+    iterations, evaluations : int
+        Accepted L-BFGS steps and objective evaluations (counted here).
+    converged : bool
+        ``optimiser_converged`` and ``numerics.converged``.
+    seconds : float
+    hyperparameters : dict
+    optimiser_converged : bool
+        The gradient or change tolerance was met (not a budget or a stalled line search).
+    stop_reason : str
+        Why the optimiser stopped.
+    gradient_max : float
+        ``max |∂(-objective / m)/∂φ|`` at the final point (the ``tolerance_grad`` scaling;
+        lengthscales in their unconstrained parameterisation).
+    numerics : NumericalRecord
+        CG/Lanczos warnings and Cholesky jitter over all evaluations.
+    history : list of dict
+        EM only: per iteration the largest log-hyperparameter change (``step``), the
+        estimated effective dimension ``gamma`` and the hyperparameters.
     """
 
     trace: np.ndarray
@@ -74,3 +240,8 @@ class EvidenceResult:
     converged: bool
     seconds: float
     hyperparameters: dict = field(default_factory=dict)
+    optimiser_converged: bool = True
+    stop_reason: str = ""
+    gradient_max: float = float("nan")
+    numerics: NumericalRecord = field(default_factory=NumericalRecord)
+    history: list = field(default_factory=list)

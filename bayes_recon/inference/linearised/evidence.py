@@ -30,7 +30,8 @@ from .jacobian import NetworkJacobian
 from .weight_prior import MaternFilterPrior
 
 __all__ = ["forward_rows", "adjoint_rows", "ExactKernel", "direct_image_kernel",
-           "DataKernelOperator", "data_kernel_operator", "nystrom_preconditioner"]
+           "DataKernelOperator", "NystromPreconditioner", "PreconditionedAddedDiag", "data_kernel_operator",
+           "nystrom_preconditioner"]
 
 
 def forward_rows(op: LinearOperator, rows: torch.Tensor) -> torch.Tensor:
@@ -129,6 +130,8 @@ class DataKernelOperator(LOBase):
 
     def __init__(self, log_lengthscale, log_variance, *, jac, prior, op, size):
         super().__init__(log_lengthscale, log_variance, jac=jac, prior=prior, op=op, size=size)
+        # linear_operator rebuilds the operator from these same two tensors (its representation).
+        self.log_lengthscale, self.log_variance = log_lengthscale, log_variance
         self.jac, self.prior, self.op, self.m = jac, prior, op, size
 
     def _weights_space(self, rows: torch.Tensor) -> torch.Tensor:
@@ -139,7 +142,7 @@ class DataKernelOperator(LOBase):
         rows = rhs.reshape(self.m, -1).T
         with torch.no_grad():
             g = self._weights_space(rows)
-            s = self.prior.apply(g, *(a.detach() for a in self._args))
+            s = self.prior.apply(g, self.log_lengthscale.detach(), self.log_variance.detach())
             x = self.jac.jvp(s.to(self.jac.dtype)).to(torch.float64)
             out = forward_rows(self.op, x).T.to(rhs.dtype)
         return out.reshape(-1) if vec else out
@@ -154,7 +157,7 @@ class DataKernelOperator(LOBase):
         with torch.no_grad():
             gl = self._weights_space(left_vecs.reshape(self.m, -1).T)
             gr = self._weights_space(right_vecs.reshape(self.m, -1).T)
-        args = self._args
+        args = (self.log_lengthscale, self.log_variance)
         need = [a for a in args if a.requires_grad]
         if not need:
             return (None,) * len(args)
@@ -164,50 +167,110 @@ class DataKernelOperator(LOBase):
         return tuple(next(grads) if a.requires_grad else None for a in args)
 
 
-def nystrom_preconditioner(rank: int, seed: int = 0):
-    """A ``preconditioner_override`` for ``AddedDiagLinearOperator(K, σ² I)``.
+class NystromPreconditioner:
+    """Randomised Nyström preconditioner ``P = U Λ Uᵀ + σ² I`` of ``K + σ² I`` (``K`` PSD).
 
-    Randomised Nyström approximation ``K ≈ U Λ Uᵀ`` from ``rank`` products
-    with a seeded Gaussian sketch (Frangella, Tropp & Udell 2023); the
-    preconditioner ``P = U Λ Uᵀ + σ² I`` is applied by Woodbury and its log
-    determinant is exact. Returns ``override(added_diag) -> (solve, P, log|P|)``.
+    ``K ≈ U Λ Uᵀ`` from ``rank`` products with a seeded Gaussian sketch
+    (Frangella, Tropp & Udell 2023); exact (up to a ``1e-12`` relative shift)
+    when ``rank >= rank(K)``, in particular when ``rank >= size``. ``P⁻¹`` is
+    applied by Woodbury and ``log|P|`` is exact.
+
+    Parameters
+    ----------
+    matmul : callable
+        ``V (size, k) -> K V (size, k)``, float64.
+    size : int
+        ``m``.
+    rank : int
+        Sketch size (clipped to ``size``).
+    noise_variance : torch.Tensor or float
+        ``σ² > 0`` (taken as a constant: no gradient flows through ``P``).
+    seed : int
+    device : torch.device, optional
+        Device of the sketch (that of ``noise_variance`` by default).
+
+    Attributes
+    ----------
+    basis : torch.Tensor
+        ``U (size, r)``, orthonormal columns.
+    eigenvalues : torch.Tensor
+        ``Λ (r,)``, non-negative.
+    logdet : torch.Tensor
+        ``log|P|``, 0-d.
     """
 
-    def override(added: AddedDiagLinearOperator):
-        kop = added._linear_op
-        noise = added._diag_tensor._diagonal()[..., :1].detach()
-        m = kop.shape[-1]
-        r = min(rank, m)
-        gen = torch.Generator().manual_seed(seed)
-        omega = torch.randn(m, r, generator=gen, dtype=torch.float64).to(noise.device)
+    def __init__(self, matmul, size: int, rank: int, noise_variance, seed: int = 0, device=None):
+        noise = torch.as_tensor(noise_variance, dtype=torch.float64).detach().reshape(())
+        device = noise.device if device is None else device
+        self.size, self.noise = int(size), noise.to(device)
+        r = min(int(rank), self.size)
+        gen = torch.Generator(device=device).manual_seed(seed)
+        omega = torch.randn(self.size, r, generator=gen, dtype=torch.float64, device=device)
         omega, _ = torch.linalg.qr(omega)
         with torch.no_grad():
-            y = kop._matmul(omega)
+            y = matmul(omega).to(torch.float64)
+            # Shift so the core matrix is positive definite in floating point; removed again below.
             shift = 1e-12 * max(float(y.norm()), 1e-300)
             y = y + shift * omega
             c = torch.linalg.cholesky(0.5 * (omega.T @ y + y.T @ omega))
             b = torch.linalg.solve_triangular(c, y.T, upper=False).T
             u, s, _ = torch.linalg.svd(b, full_matrices=False)
             lam = (s.pow(2) - shift).clamp_min(0.0)
-        root = u * lam.sqrt()
-        frac = lam / (lam + noise)
+        self.basis, self.eigenvalues = u, lam
+        self._frac = lam / (lam + self.noise)
+        self.logdet = torch.log(lam + self.noise).sum() + (self.size - r) * torch.log(self.noise)
 
-        def solve(rhs):
-            return (rhs - u @ (frac[:, None] * (u.T @ rhs))) / noise
+    def solve(self, rhs: torch.Tensor) -> torch.Tensor:
+        """``P⁻¹ R`` for ``R (size, k)`` (or ``(size,)``)."""
+        u = self.basis
+        if rhs.dim() == 1:
+            return self.solve(rhs[:, None])[:, 0]
+        return (rhs - u @ (self._frac[:, None] * (u.T @ rhs))) / self.noise
 
-        logdet = torch.log(lam + noise).sum() + (m - r) * torch.log(noise).squeeze()
-        plt = PsdSumLinearOperator(RootLinearOperator(root),
-                                   ConstantDiagLinearOperator(noise, diag_shape=m))
-        return solve, plt, logdet.squeeze()
+    def operator(self) -> LOBase:
+        """``P`` as a ``linear_operator`` (for drawing the preconditioned probes)."""
+        return PsdSumLinearOperator(RootLinearOperator(self.basis * self.eigenvalues.sqrt()),
+                                    ConstantDiagLinearOperator(self.noise.reshape(1), diag_shape=self.size))
+
+
+class PreconditionedAddedDiag(AddedDiagLinearOperator):
+    """``K + D`` that keeps its ``preconditioner_override`` through ``evaluate_kernel``.
+
+    ``AddedDiagLinearOperator.evaluate_kernel`` rebuilds the sum with ``+`` and so
+    drops the override (``MultivariateNormal.log_prob`` calls it); ``K`` here is
+    already an operator with nothing to evaluate, so the sum is returned as is.
+    """
+
+    def evaluate_kernel(self):
+        return self
+
+
+def nystrom_preconditioner(kernel: LOBase, noise_variance, rank: int, seed: int = 0):
+    """A ``preconditioner_override`` for ``AddedDiagLinearOperator(kernel, σ² I)``.
+
+    Builds a :class:`NystromPreconditioner` of ``kernel`` with the given noise
+    when linear_operator asks for it. Returns ``override(added) -> (solve, P, log|P|)``.
+    """
+
+    def override(_added):
+        pre = NystromPreconditioner(kernel.matmul, kernel.shape[-1], rank, noise_variance, seed)
+        return pre.solve, pre.operator(), pre.logdet
 
     return override
 
 
 def data_kernel_operator(jac, prior, op, log_lengthscale, log_variance, log_noise_variance,
                          preconditioner_rank: int = 64, seed: int = 0) -> AddedDiagLinearOperator:
-    """``K_yy = A J Σ_θ Jᵀ Aᵀ + σ_y² I`` as a preconditioned ``linear_operator``."""
+    """``K_yy = A J Σ_θ Jᵀ Aᵀ + σ_y² I`` ``(m, m)`` as a preconditioned ``linear_operator``.
+
+    ``log_noise_variance`` is ``(1,)``; with ``preconditioner_rank > 0`` CG and
+    the stochastic Lanczos log-determinant use a rank-``preconditioner_rank``
+    :class:`NystromPreconditioner`.
+    """
     m = op.range_size
     kop = DataKernelOperator(log_lengthscale, log_variance, jac=jac, prior=prior, op=op, size=m)
-    noise = ConstantDiagLinearOperator(log_noise_variance.exp().reshape(1), diag_shape=m)
-    override = nystrom_preconditioner(preconditioner_rank, seed) if preconditioner_rank > 0 else None
-    return AddedDiagLinearOperator(kop, noise, preconditioner_override=override)
+    nv = log_noise_variance.exp().reshape(1)
+    noise = ConstantDiagLinearOperator(nv, diag_shape=m)
+    override = (nystrom_preconditioner(kop, nv.detach(), preconditioner_rank, seed)
+                if preconditioner_rank > 0 else None)
+    return PreconditionedAddedDiag(kop, noise, preconditioner_override=override)

@@ -104,7 +104,9 @@ class NetworkJacobian:
     Notes
     -----
     ``jvp(V)`` maps ``(k, P) -> (k, N)`` and ``vjp(U)`` maps ``(k, N) -> (k, P)``;
-    both return the network dtype and are exact transposes of each other.
+    both return the network dtype and are exact transposes of each other. After
+    :meth:`set_column_scale` they are products with ``J diag(s)`` (a g-prior):
+    the weights are then ``θ / s`` (:attr:`linear_theta`).
     """
 
     def __init__(self, network: nn.Module, input: torch.Tensor, groups: list, dense: bool = True,
@@ -126,6 +128,7 @@ class NetworkJacobian:
         self.num_pixels = self.output.numel()
         self.num_params = self.theta.numel()
         self._vjp_fn = None
+        self.column_scale: torch.Tensor | None = None
         self.matrix: torch.Tensor | None = None
         if dense:
             self.matrix = self._materialise(progress)
@@ -147,6 +150,24 @@ class NetworkJacobian:
         """``f_θ(z)`` flattened, ``(N,)``, for a flat weight vector ``θ (P,)``."""
         return self._f(theta)
 
+    @property
+    def linear_theta(self) -> torch.Tensor:
+        """The expansion point in the coordinates of the products: ``θ* / s`` (``θ*`` without a scale)."""
+        if self.column_scale is None:
+            return self.theta
+        return (self.theta.to(self.column_scale.dtype) / self.column_scale).to(self.dtype)
+
+    def set_column_scale(self, scale: torch.Tensor) -> None:
+        """Use ``J diag(scale)`` from now on (``scale (P,)`` positive; set once)."""
+        if self.column_scale is not None:
+            raise ValueError("set_column_scale was already called on this NetworkJacobian")
+        if tuple(scale.shape) != (self.num_params,) or not bool((scale > 0).all()):
+            raise ValueError(f"scale must be positive with shape ({self.num_params},), got "
+                             f"{tuple(scale.shape)}")
+        self.column_scale = scale.to(device=self.theta.device)
+        if self.matrix is not None:
+            self.matrix.mul_(self.column_scale.to(self.dtype))
+
     # ----------------------------------------------------------- products
     def _chunks(self, mat: torch.Tensor, fn) -> torch.Tensor:
         return torch.cat([fn(mat[i:i + self.chunk_size]) for i in range(0, mat.shape[0], self.chunk_size)])
@@ -156,6 +177,8 @@ class NetworkJacobian:
         tangents = tangents.to(self.dtype)
         if self.matrix is not None:
             return tangents @ self.matrix.T
+        if self.column_scale is not None:
+            tangents = tangents * self.column_scale.to(self.dtype)
         theta = self.theta
 
         def one(v):
@@ -168,7 +191,8 @@ class NetworkJacobian:
         cotangents = cotangents.to(self.dtype)
         if self.matrix is not None:
             return cotangents @ self.matrix
-        return self._chunks(cotangents, self._batched_vjp)
+        out = self._chunks(cotangents, self._batched_vjp)
+        return out if self.column_scale is None else out * self.column_scale.to(self.dtype)
 
     def _batched_vjp(self, u: torch.Tensor) -> torch.Tensor:
         if self._vjp_fn is None:

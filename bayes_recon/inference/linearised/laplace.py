@@ -2,45 +2,77 @@
 
 The DIP ``x* = f_θ*(z)`` linearised in its conv filters is the Gaussian-linear
 model ``x = x* + J (θ - θ*)``, ``θ ~ N(0, Σ_θ(φ))``, ``y = A x + N(0, σ_y² I)``
-(a GP over images with kernel ``K = J Σ_θ Jᵀ``). Hyperparameters
-``φ = (log ℓ_b, log σ_b², log σ_y²)`` are fitted by maximising the
-Laplace/MacKay evidence at the fitted weights,
+(a GP over images with kernel ``K = J Σ_θ Jᵀ``), written in GPyTorch's terms in
+:mod:`.gp`: hyperparameters ``φ = (log ℓ_b, σ_b², σ_y²)`` live in a
+``gpytorch.Module`` with registered constraints (and optional priors, e.g. the
+TV-PredCP), the noise in a ``GaussianLikelihood`` and the marginal of ``y`` is a
+``MultivariateNormal`` with a lazy covariance ``A J Σ_θ Jᵀ Aᵀ + σ_y² I``.
 
-    log p(y | φ) ≈ -½ log|K_yy| - ½ (‖y - A x*‖² / σ_y² + θ*ᵀ Σ_θ⁻¹ θ*) - (m/2) log 2π,
+Two evidences: ``expansion="linearised"``, the exact evidence of the
+linear model (the marginal's ``log_prob``); ``expansion="fit"`` (default), MacKay's
+Laplace evidence at the fitted weights,
+``-½ log|K_yy| - ½ (‖y - A x*‖² / σ_y² + θ*ᵀ Σ_θ⁻¹ θ*) - (m/2) log 2π``.
+Hyperparameters are fitted by L-BFGS on the deterministic evidence or by
+sample-based EM (:mod:`.hyperfit`). Two computational paths (:mod:`.resources`
+chooses one from a memory budget): ``exact`` (dense Jacobian, distance-class
+pieces, Cholesky) and ``scalable`` (matrix-free ``J``, preconditioned CG, SLQ,
+Matheron samples).
 
-optionally plus the TV-PredCP log-prior on the lengthscales ("TV-MAP"),
-with L-BFGS (strong-Wolfe line search) on this deterministic objective.
+Numerical trouble (CG short of tolerance, Cholesky jitter) is warned and
+recorded in a :class:`NumericalRecord` on the results.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import warnings
 
-import linear_operator
+import gpytorch
 import numpy as np
 import torch
+from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from ..._validation import check_choice, check_int, check_positive
-from ...operators.base import LinearOperator
+from ...operators.base import LinearOperator, adjointness_error
 from ..dip import DIPFit
-from ..posterior import Posterior
-from .config import EvidenceConvergenceWarning, EvidenceResult, LaplaceConfig
-from .evidence import ExactKernel, data_kernel_operator, forward_rows
+from .config import (LOG_LENGTHSCALE_BOUNDS, EvidenceConvergenceWarning, EvidenceResult, LaplaceConfig,
+                     NumericalRecord)
+from .evidence import ExactKernel, adjoint_rows, forward_rows
+from .gp import (LinearisedGaussianLikelihood, LinearisedGP, LinearisedHyperparameters,
+                 MacKayMarginalLogLikelihood, TVPredCPPrior, predcp_closure)
+from .hyperfit import optimise_evidence
 from .jacobian import NetworkJacobian, linearised_groups
-from .linalg import robust_cholesky
-from .optimise import lbfgs_maximise
+from .linalg import recording_warnings
+from .posterior_ops import PosteriorMixin
 from .predcp import TVPredCP
-from .sampling import exact_posterior_covariance, exact_samples, matheron_samples
+from .resources import choose_path, default_budget, estimate_paths, network_cost
 from .weight_prior import MaternFilterPrior
 
-__all__ = ["LaplaceConfig", "EvidenceResult", "LinearisedLaplace", "EvidenceConvergenceWarning"]
+__all__ = ["LaplaceConfig", "EvidenceResult", "LinearisedLaplace", "EvidenceConvergenceWarning",
+           "NumericalRecord"]
 
-LOG_2PI = math.log(2 * math.pi)
+
+class _Evidence(torch.nn.Module):
+    """The evidence as a module, so ``torch.func.functional_call`` can evaluate it at any ``φ``.
+
+    ``forward("mll")``: ``m ·`` MLL (evidence plus registered log-priors);
+    ``forward("evidence")``: the evidence alone.
+    """
+
+    def __init__(self, mll, target, expansion):
+        super().__init__()
+        self.mll, self.target, self.expansion = mll, target, expansion
+
+    def forward(self, kind: str = "mll"):
+        f = self.mll.model()
+        if kind == "mll":
+            return self.mll(f, self.target) * self.target.shape[-1]
+        if self.expansion == "linearised":
+            return self.mll.likelihood(f).log_prob(self.target)
+        return self.mll.log_evidence(f, self.target)
 
 
-class LinearisedLaplace:
+class LinearisedLaplace(PosteriorMixin):
     """Linearised Laplace approximation of a fitted DIP.
 
     Parameters
@@ -49,20 +81,35 @@ class LinearisedLaplace:
         From :func:`bayes_recon.inference.dip.fit_dip` (or any ``DIPFit`` whose
         network has 3x3 convs).
     op : LinearOperator
-        The forward model of the fit.
+        The forward model of the fit; must pass ``adjointness_error(op) <=
+        config.adjoint_tolerance``.
     noise_std : float, optional
-        Fix ``σ_y`` (not optimised). None: ``σ_y²`` is a hyperparameter,
-        initialised at the mean squared residual.
+        Fix ``σ_y`` (the likelihood's noise is frozen). None: ``σ_y²`` is a
+        hyperparameter, initialised at the mean squared residual.
     config : LaplaceConfig, optional
     progress : bool
 
     Attributes
     ----------
+    hyper : LinearisedHyperparameters
+        The ``gpytorch.Module`` of ``log ℓ_b`` and ``σ_b²``.
+    likelihood : LinearisedGaussianLikelihood
+    model : LinearisedGP
+    mll : gpytorch.mlls.MarginalLogLikelihood
+        ``ExactMarginalLogLikelihood`` ("linearised") or
+        :class:`~.gp.MacKayMarginalLogLikelihood` ("fit").
     log_lengthscale, log_variance, log_noise_variance : torch.Tensor
-        Current hyperparameters (float64; one lengthscale per Matérn group,
-        one variance per group).
+        Current hyperparameters (detached float64 copies; set with
+        :meth:`set_hyperparameters`).
+    path : str
+        ``"exact"`` or ``"scalable"``; ``path_estimates`` has each path's
+        predicted memory and time, ``memory_budget`` the budget used.
+    prior_mean : torch.Tensor
+        ``m₀ (N,)`` float64: ``x*`` ("fit") or ``x* - J θ*`` ("linearised").
+    target : torch.Tensor or None
+        ``t = y - A m₀ (m,)`` for "linearised", None for "fit".
+    last_numerics : NumericalRecord or None
     timings : dict
-        Seconds spent on the Jacobian and the kernel pieces.
 
     Examples
     --------
@@ -96,58 +143,107 @@ class LinearisedLaplace:
         cfg = config or LaplaceConfig()
         if not isinstance(cfg, LaplaceConfig):
             raise TypeError(f"config must be a LaplaceConfig, got {type(cfg).__name__}")
-        check_choice("config.path", cfg.path, ("auto", "exact", "scalable"))
-        check_choice("config.expansion", cfg.expansion, ("fit", "linearised"))
-        check_positive("config.init_lengthscale", cfg.init_lengthscale)
-        if cfg.init_variance is not None:
-            check_positive("config.init_variance", cfg.init_variance)
+        _check_config(cfg)
         self.fixed_noise = noise_std is not None
         if self.fixed_noise:
             noise_std = check_positive("noise_std", noise_std)
+        adj = adjointness_error(op, trials=3)
+        if not adj <= cfg.adjoint_tolerance:
+            raise ValueError(f"op fails the adjointness check: adjointness_error(op) = {adj:.3g} > "
+                             f"config.adjoint_tolerance = {cfg.adjoint_tolerance:g}; the evidence and "
+                             "the posterior need Aᵀ to be the exact adjoint of A")
         self.config, self.op, self.fit, self.progress = cfg, op, fit, progress
         self.groups = linearised_groups(fit.network, cfg.include_1x1)
         self.prior = MaternFilterPrior(self.groups)
-        n_params = sum(g.size for g in self.groups)
-        n_pix = fit.x.numel()
-        self.path = cfg.path if cfg.path != "auto" else (
-            "exact" if n_pix * n_params <= cfg.max_dense_entries else "scalable")
         self.timings: dict[str, float] = {}
+        self._choose_path(fit, op)
         t0 = time.perf_counter()
         self.jac = NetworkJacobian(fit.network, fit.input, self.groups, dense=self.path == "exact",
                                    chunk_size=cfg.jacobian_chunk, progress=progress)
         self.timings["jacobian"] = time.perf_counter() - t0
-        f64 = torch.float64
-        self.x_star = self.jac.output.detach().to(f64)                   # (N,)
+        f64, dev = torch.float64, self.jac.theta.device
         y = fit.y.to(f64) if not fit.y.is_complex() else fit.y.to(torch.complex128)
         y_rows = torch.cat([y.real, y.imag], 1) if y.is_complex() else y
-        self.y = y_rows.reshape(1, -1)
+        self.y = y_rows.reshape(1, -1).to(dev)
         self.m = self.y.shape[1]
+        if cfg.g_prior:
+            t0 = time.perf_counter()
+            self.jac.set_column_scale(self._g_prior_scale())
+            self.timings["g_prior"] = time.perf_counter() - t0
+        self.x_star = self.jac.output.detach().to(f64)                   # (N,)
         self.residual = (self.y - forward_rows(op, self.x_star[None])).reshape(-1)
-        self.grams = self.prior.filter_grams(self.jac.theta)
+        theta_lin = self.jac.linear_theta                                   # θ* in J's coordinates
+        self.grams = self.prior.filter_grams(theta_lin)
+        self.prior_mean, self.target = self.x_star, None
         if cfg.expansion == "linearised":
-            j_theta = self.jac.jvp(self.jac.theta[None]).to(f64)
+            j_theta = self.jac.jvp(theta_lin[None]).to(f64)               # (1, N)
+            self.prior_mean = self.x_star - j_theta.reshape(-1)
             self.offset_target = self.residual + forward_rows(op, j_theta).reshape(-1)
-        # Hyperparameters (float64 logs).
-        n_ls = len(self.prior.matern_groups)
-        self.log_lengthscale = torch.full((n_ls,), math.log(cfg.init_lengthscale), dtype=f64)
-        if cfg.init_variance is not None:
-            var = torch.full((len(self.groups),), float(cfg.init_variance), dtype=f64)
-        else:
-            var = torch.stack([self.jac.theta[g.slice].to(f64).pow(2).mean() for g in self.groups])
-        self.log_variance = var.clamp_min(1e-12).log()
-        if self.fixed_noise:
-            nv = noise_std**2
-        else:
-            nv = max(float(self.residual.pow(2).mean()), 1e-6 * float(self.y.pow(2).mean()), 1e-30)
-        self.log_noise_variance = torch.tensor(math.log(nv), dtype=f64)
+            self.target = self.offset_target
         self.kernel = None
         if self.path == "exact":
             t0 = time.perf_counter()
             self.kernel = ExactKernel(self.jac, self.prior, op, progress=progress)
             self.timings["kernel_pieces"] = time.perf_counter() - t0
+        self._build_model(noise_std)
         self._predcp: TVPredCP | None = None
         self.evidence_trace: np.ndarray | None = None
+        self.evidence_result: EvidenceResult | None = None
+        self.last_numerics: NumericalRecord | None = None
         self.predcp_scale = 0.0
+
+    # ------------------------------------------------------------ setup
+    def _choose_path(self, fit, op):
+        cfg = self.config
+        n, p, m = fit.x.numel(), sum(g.size for g in self.groups), op.range_size
+        m = 2 * m if op.complex_range else m
+        act, fwd = network_cost(fit.network, fit.input)
+        sizes = [(g.size, len(c[0])) for g, c in zip(self.groups, self.prior.classes)]
+        self.path_estimates = estimate_paths(n, p, m, sizes, act, fwd, fit.x.element_size(), cfg)
+        self.memory_budget = float(cfg.memory_budget) if cfg.memory_budget is not None else default_budget()
+        self.path = choose_path(cfg.path, self.path_estimates, self.memory_budget,
+                                exact_allowed=n * p <= cfg.max_dense_entries)
+
+    def _g_prior_scale(self) -> torch.Tensor:
+        """``s_i = (d_i / mean_b d)^{-1/2}``, ``d_i ≈ ‖(A J)_{:, i}‖²`` from seeded Gaussian probes."""
+        dev = self.jac.theta.device
+        gen = torch.Generator(device=dev).manual_seed(self.config.probe_seed)
+        d = torch.zeros(self.jac.num_params, dtype=torch.float64, device=dev)
+        k = self.config.g_prior_probes
+        for start in range(0, k, self.config.jacobian_chunk):
+            u = torch.randn(min(self.config.jacobian_chunk, k - start), self.m, generator=gen,
+                            dtype=torch.float64, device=dev)
+            d += self.jac.vjp(adjoint_rows(self.op, u.to(self.jac.dtype))).to(torch.float64).pow(2).sum(0)
+        d = d / k
+        scale = torch.empty_like(d)
+        for g in self.groups:
+            db = d[g.slice]
+            # Dead weights (zero sensitivity) keep scale 1 instead of an infinite prior.
+            scale[g.slice] = (db.clamp_min(1e-12 * float(db.mean()) + 1e-300) / db.mean()).rsqrt()
+        return scale
+
+    def _build_model(self, noise_std):
+        cfg, f64, dev = self.config, torch.float64, self.jac.theta.device
+        n_ls = len(self.prior.matern_groups)
+        log_ls = torch.full((n_ls,), math.log(cfg.init_lengthscale), dtype=f64, device=dev)
+        if cfg.init_variance is not None:
+            var = torch.full((len(self.groups),), float(cfg.init_variance), dtype=f64, device=dev)
+        else:
+            theta = self.jac.linear_theta.to(f64)
+            var = torch.stack([theta[g.slice].pow(2).mean() for g in self.groups])
+        self.hyper = LinearisedHyperparameters(log_ls, var.clamp_min(1e-12))
+        if self.fixed_noise:
+            nv = noise_std**2
+        else:
+            nv = max(float(self.residual.pow(2).mean()), 1e-6 * float(self.y.pow(2).mean()), 1e-30)
+        self.likelihood = LinearisedGaussianLikelihood(nv, fixed=self.fixed_noise,
+                                                       preconditioner_rank=cfg.preconditioner_rank,
+                                                       seed=cfg.probe_seed, device=dev)
+        mean = forward_rows(self.op, self.prior_mean[None]).reshape(-1)
+        self.model = LinearisedGP(self.hyper, mean, self.kernel, self.jac, self.prior, self.op, self.grams)
+        mll_cls = ExactMarginalLogLikelihood if cfg.expansion == "linearised" else MacKayMarginalLogLikelihood
+        self.mll = mll_cls(self.likelihood, self.model)
+        self._evidence_module = _Evidence(self.mll, self.y.reshape(-1), cfg.expansion)
 
     # ------------------------------------------------------------ helpers
     @property
@@ -156,72 +252,115 @@ class LinearisedLaplace:
         return self.prior.names
 
     @property
+    def log_lengthscale(self) -> torch.Tensor:
+        return self.hyper.log_lengthscale.detach().clone()
+
+    @property
+    def log_variance(self) -> torch.Tensor:
+        return self.hyper.log_variance.detach().clone()
+
+    @property
+    def log_noise_variance(self) -> torch.Tensor:
+        return self.likelihood.log_noise_variance.detach().clone()
+
+    @property
+    def lengthscale_constraint(self):
+        """The registered ``gpytorch.constraints.Interval`` on ``log ℓ``."""
+        return self.hyper.raw_log_lengthscale_constraint
+
+    @property
+    def raw_lengthscale(self) -> torch.Tensor:
+        """Unconstrained lengthscales ``(L,)``: ``log_lengthscale = lengthscale_constraint.transform(raw)``."""
+        return self.hyper.raw_log_lengthscale.detach().clone()
+
+    @property
     def hyperparameters(self) -> dict:
         """Current ``lengthscale/<block>``, ``variance/<block>`` and ``noise_std`` as floats."""
         out = {}
+        log_ls, log_var = self.log_lengthscale, self.log_variance
         for j, gi in enumerate(self.prior.matern_groups):
-            out[f"lengthscale/{self.groups[gi].name}"] = float(self.log_lengthscale[j].exp())
+            out[f"lengthscale/{self.groups[gi].name}"] = float(log_ls[j].exp())
         for gi, g in enumerate(self.groups):
-            out[f"variance/{g.name}"] = float(self.log_variance[gi].exp())
+            out[f"variance/{g.name}"] = float(log_var[gi].exp())
         out["noise_std"] = float(self.log_noise_variance.exp().sqrt())
         return out
 
     def set_hyperparameters(self, lengthscale: dict | None = None, variance: dict | None = None,
                             noise_std: float | None = None) -> None:
-        """Set hyperparameters by block name (``ValueError`` for an unknown block)."""
+        """Set hyperparameters by block name.
+
+        ``ValueError`` for an unknown block, a non-positive value or a
+        lengthscale outside ``exp(LOG_LENGTHSCALE_BOUNDS)`` (naming it).
+        """
+        log_ls, log_var = self.log_lengthscale, self.log_variance
         for name, v in (lengthscale or {}).items():
             gi = self.prior.check_block(name)
             if gi not in self.prior.matern_groups:
                 raise ValueError(f"block {name!r} is a 1x1 group and has no lengthscale")
-            self.log_lengthscale[self.prior.matern_groups.index(gi)] = math.log(
-                check_positive(f"lengthscale[{name!r}]", v))
+            v = check_positive(f"lengthscale[{name!r}]", v)
+            _check_lengthscale(f"lengthscale[{name!r}]", v)
+            log_ls[self.prior.matern_groups.index(gi)] = math.log(v)
         for name, v in (variance or {}).items():
-            self.log_variance[self.prior.check_block(name)] = math.log(check_positive(f"variance[{name!r}]", v))
+            log_var[self.prior.check_block(name)] = math.log(check_positive(f"variance[{name!r}]", v))
+        self.hyper.set(log_ls, log_var)
         if noise_std is not None:
-            self.log_noise_variance = torch.tensor(2 * math.log(check_positive("noise_std", noise_std)),
-                                                   dtype=torch.float64)
+            self.likelihood.noise = torch.tensor(check_positive("noise_std", noise_std)**2, dtype=torch.float64,
+                                                 device=self.y.device)
+
+    def set_prior(self, prior: "gpytorch.priors.Prior | None", closure=predcp_closure,
+                  name: str = "hyper_prior") -> None:
+        """Register (or with None drop) a prior on the hyperparameter module.
+
+        ``closure(hyper)`` gives the prior's argument (default ``cat([log ℓ, log σ²])``,
+        what :class:`~.gp.TVPredCPPrior` expects). Priors enter the L-BFGS objective
+        (the MLL adds every registered prior) and the EM lengthscale steps.
+        """
+        if name in self.hyper._priors:
+            del self.hyper._priors[name]
+            delattr(self.hyper, name)
+        if prior is not None:
+            self.hyper.register_prior(name, prior, closure)
 
     # ----------------------------------------------------------- evidence
-    def _log_evidence(self, log_ls, log_var, log_nv) -> torch.Tensor:
-        nv = log_nv.exp()
-        if self.path == "exact":
-            kyy = self.kernel.data_kernel(log_ls, log_var)
-            kyy = kyy + nv * torch.eye(self.m, dtype=kyy.dtype)
-            chol = robust_cholesky(kyy, "K_yy")
-            logdet = 2 * chol.diagonal().log().sum()
-            if self.config.expansion == "linearised":
-                t = self.offset_target[:, None]
-                fit_term = (t * torch.cholesky_solve(t, chol)).sum()
-        else:
-            logdet, quad = self._scalable_terms(log_ls, log_var, log_nv)
-            if self.config.expansion == "linearised":
-                fit_term = quad
-        if self.config.expansion == "fit":
-            fit_term = self.residual.pow(2).sum() / nv + self.prior.inv_quad(self.grams, log_ls, log_var)
-        return -0.5 * (logdet + fit_term + self.m * LOG_2PI)
+    def _settings(self):
+        """GPyTorch settings of the matrix-free path (CG, SLQ, probes, preconditioner)."""
+        cfg, s = self.config, gpytorch.settings
+        return [s.max_cholesky_size(0), s.cg_tolerance(cfg.cg_tolerance),
+                s.max_cg_iterations(cfg.max_cg_iterations), s.num_trace_samples(cfg.num_probes),
+                s.max_lanczos_quadrature_iterations(cfg.lanczos_iterations),
+                s.max_preconditioner_size(cfg.preconditioner_rank)]
 
-    def _scalable_terms(self, log_ls, log_var, log_nv):
-        cfg = self.config
-        kyy = data_kernel_operator(self.jac, self.prior, self.op, log_ls, log_var, log_nv.reshape(1),
-                                   cfg.preconditioner_rank, cfg.probe_seed)
-        rhs = self.offset_target[:, None] if cfg.expansion == "linearised" else None
-        ls = linear_operator.settings
-        # Same probes at every evaluation (common random numbers): a deterministic objective.
-        with torch.random.fork_rng(devices=[]), ls.max_cholesky_size(0), \
-                ls.cg_tolerance(cfg.cg_tolerance), ls.max_cg_iterations(cfg.max_cg_iterations), \
-                ls.num_trace_samples(cfg.num_probes), \
-                ls.max_lanczos_quadrature_iterations(cfg.lanczos_iterations), \
-                ls.max_preconditioner_size(cfg.preconditioner_rank), warnings.catch_warnings():
-            torch.manual_seed(cfg.probe_seed)
-            warnings.simplefilter("ignore", linear_operator.utils.warnings.NumericalWarning)
-            quad, logdet = kyy.inv_quad_logdet(inv_quad_rhs=rhs, logdet=True)
-        return logdet, quad
+    def _run(self, fn):
+        """``fn()`` with fixed SLQ probes (common random numbers) and the config's settings."""
+        dev = self.y.device
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(self.config.probe_seed)
+            ctx = self._settings()
+            for c in ctx:
+                c.__enter__()
+            try:
+                return fn()
+            finally:
+                for c in reversed(ctx):
+                    c.__exit__(None, None, None)
+
+    def _functional(self, kind: str, raw_ls=None, log_var=None, log_nv=None):
+        """``_Evidence(kind)`` at the given raw parameters (None: the module's own)."""
+        if raw_ls is None:
+            return self._evidence_module(kind)
+        params = {"mll.model.hyper.raw_log_lengthscale": raw_ls, "mll.model.hyper.raw_variance": log_var,
+                  "mll.likelihood.noise_covar.raw_noise": log_nv.reshape(1)}
+        return torch.func.functional_call(self._evidence_module, params, (kind,), strict=False)
 
     def log_evidence(self) -> float:
-        """Log evidence at the current hyperparameters (see the module docstring)."""
-        with torch.no_grad():
-            return float(self._log_evidence(self.log_lengthscale, self.log_variance,
-                                            self.log_noise_variance))
+        """Log evidence at the current hyperparameters (see the module docstring).
+
+        Numerical warnings are re-emitted and recorded in :attr:`last_numerics`.
+        """
+        record = NumericalRecord(evaluations=1)
+        self.last_numerics = record
+        with torch.no_grad(), recording_warnings(record):
+            return float(self._run(lambda: self._functional("evidence")))
 
     def predcp(self) -> TVPredCP:
         """The TV-PredCP with fixed probes (built on first use)."""
@@ -230,128 +369,68 @@ class LinearisedLaplace:
                                     self.config.predcp_samples, self.config.predcp_seed)
         return self._predcp
 
-    def objective(self, log_ls, log_var, log_nv, predcp_scale: float = 0.0) -> torch.Tensor:
-        """Log evidence plus (if ``predcp_scale > 0``) the TV-PredCP log prior; differentiable."""
-        value = self._log_evidence(log_ls, log_var, log_nv)
+    def predcp_prior(self, scale: float) -> TVPredCPPrior:
+        """The TV-PredCP with rate ``scale`` as a GPyTorch prior (pass it to :meth:`set_prior`)."""
+        return TVPredCPPrior(self.predcp(), len(self.prior.matern_groups), scale)
+
+    def objective(self, log_ls, log_var, log_nv, predcp_scale: float = 0.0,
+                  record: NumericalRecord | None = None) -> torch.Tensor:
+        """Log evidence plus (if ``predcp_scale > 0``) the TV-PredCP log prior; differentiable.
+
+        ``log_ls (L,)``, ``log_var (G,)``, ``log_nv`` 0-d, float64 (registered
+        priors are not included). ``record`` is accepted for compatibility (jitter is
+        recorded by the caller's :func:`recording_warnings`).
+        """
+        raw = self.lengthscale_constraint.inverse_transform(log_ls)
+        value = self._run(lambda: self._functional("evidence", raw, log_var, log_nv))
         if predcp_scale > 0:
             value = value + self.predcp().log_prob(log_ls, log_var, predcp_scale)
         return value
 
-    # ------------------------------------------------------- optimisation
-    def optimise_evidence(self, iterations: int | None = None, predcp_scale: float = 0.0,
-                          progress: bool | None = None) -> EvidenceResult:
-        """Maximise the evidence (MLL) or evidence + TV-PredCP (TV-MAP) over ``φ``.
-
-        L-BFGS with a strong-Wolfe line search on the log-hyperparameters
-        (``σ_y`` stays fixed if it was given). The objective is deterministic
-        (fixed probes on the scalable path and for the PredCP), so it converges
-        in tens of iterations.
-
-        Parameters
-        ----------
-        iterations : int, optional
-            Maximum L-BFGS iterations (default 200); stops earlier when the
-            gradient or the change falls below tolerance.
-        predcp_scale : float
-            Rate ``κ >= 0`` of the TV-PredCP; 0 gives plain MLL.
-        progress : bool, optional
-            Defaults to the constructor's setting.
-
-        Returns
-        -------
-        EvidenceResult
-        """
-        if iterations is None:
-            iterations = 200
-        check_int("iterations", iterations, minimum=1)
-        predcp_scale = check_positive("predcp_scale", predcp_scale, allow_zero=True)
-        progress = self.progress if progress is None else progress
-        params = [self.log_lengthscale.clone().requires_grad_(True),
-                  self.log_variance.clone().requires_grad_(True)]
-        if not self.fixed_noise:
-            params.append(self.log_noise_variance.clone().requires_grad_(True))
-        fixed_nv = self.log_noise_variance
-
-        def objective(ls, var, nv=None):
-            # Keep the lengthscales in a range where the 9x9 filter covariances stay well conditioned.
-            ls = ls.clamp(-4.0, 4.0)
-            return self.objective(ls, var, fixed_nv if nv is None else nv, predcp_scale)
-
+    def optimisation_objective(self, raw_ls, log_var, log_nv, predcp_scale: float = 0.0,
+                               record: NumericalRecord | None = None) -> torch.Tensor:
+        """:meth:`objective` at ``log ℓ = lengthscale_constraint.transform(raw_ls)``."""
+        value = self._run(lambda: self._functional("evidence", raw_ls, log_var, log_nv))
         if predcp_scale > 0:
-            self.predcp()  # build the fixed probes outside the timed loop's first evaluation
-        t0 = time.perf_counter()
-        trace, iters, evals, converged = lbfgs_maximise(
-            objective, params, iterations, scale=float(self.m), progress=progress,
-            desc="evidence (TV-MAP)" if predcp_scale > 0 else "evidence (MLL)")
-        seconds = time.perf_counter() - t0
-        self.log_lengthscale = params[0].detach().clamp(-4.0, 4.0)
-        self.log_variance = params[1].detach()
-        if not self.fixed_noise:
-            self.log_noise_variance = params[2].detach()
-        self.evidence_trace = trace
-        self.predcp_scale = predcp_scale
-        if not converged:
-            warnings.warn(f"evidence optimisation stopped at iterations={iterations} before its "
-                          "tolerance; pass a larger iterations", EvidenceConvergenceWarning,
-                          stacklevel=2)
-        return EvidenceResult(trace=trace, log_evidence=self.log_evidence(), objective=float(trace[-1]),
-                              iterations=iters, evaluations=evals, converged=converged,
-                              seconds=seconds, hyperparameters=self.hyperparameters)
+            value = value + self.predcp().log_prob(self.lengthscale_constraint.transform(raw_ls), log_var,
+                                                   predcp_scale)
+        return value
 
-    # ------------------------------------------------------------ posterior
-    def posterior_covariance(self) -> torch.Tensor:
-        """Exact image posterior covariance ``(N, N)`` float64 (exact path only)."""
-        if self.path != "exact":
-            raise ValueError("posterior_covariance needs path='exact' (dense Jacobian); "
-                             f"this model uses path={self.path!r}")
-        with torch.no_grad():
-            k = self.kernel.image_kernel(self.log_lengthscale, self.log_variance)
-            kd = self.kernel.data_kernel(self.log_lengthscale, self.log_variance)
-            return exact_posterior_covariance(k, kd, self.log_noise_variance.exp(), self.op)
+    def optimise_evidence(self, iterations: int | None = None, predcp_scale: float | None = None,
+                          progress: bool | None = None, method: str | None = None) -> EvidenceResult:
+        """Fit ``φ``: maximise the evidence plus registered priors (see :func:`.hyperfit.optimise_evidence`).
 
-    def sample(self, num_samples: int, seed: int = 0, num_chains: int = 1) -> Posterior:
-        """Posterior image draws: exact Cholesky (exact path) or Matheron + CG (scalable path).
-
-        Parameters
-        ----------
-        num_samples : int
-            Total draws, divisible by ``num_chains``.
-        seed : int
-        num_chains : int
-            Independent draws are split into this many "chains" (for ArviZ).
-
-        Returns
-        -------
-        Posterior
-            ``method="linearised-dip"``, samples ``(chains, draws, C, H, W)`` in the
-            fit's dtype; ``extras``: ``log_evidence``, ``predcp_scale``, ``path``,
-            ``map_estimate`` (the DIP output ``x*``, the posterior mean).
+        ``predcp_scale``: None keeps the registered priors, 0 drops the TV-PredCP,
+        ``κ > 0`` registers it with rate κ ("TV-MAP"). ``method``: ``"lbfgs"``,
+        ``"em"``, or None for ``config.hyperparameter_method``.
         """
-        check_int("num_samples", num_samples, minimum=1)
-        check_int("seed", seed, minimum=0)
-        check_int("num_chains", num_chains, minimum=1)
-        if num_samples % num_chains:
-            raise ValueError(f"num_samples={num_samples} must be divisible by num_chains={num_chains}")
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            nv = self.log_noise_variance.exp()
-            if self.path == "exact":
-                flat = exact_samples(self.x_star, self.posterior_covariance(), num_samples, gen)
-            else:
-                kyy = data_kernel_operator(self.jac, self.prior, self.op, self.log_lengthscale,
-                                           self.log_variance, self.log_noise_variance.reshape(1),
-                                           self.config.preconditioner_rank, self.config.probe_seed)
-                solve = kyy._preconditioner()[0] if self.config.preconditioner_rank > 0 else None
-                precond = (lambda r: solve(r.T).T) if solve is not None else None
-                flat = matheron_samples(self.x_star, self.jac, self.prior, self.op,
-                                        self.log_lengthscale, self.log_variance, nv, num_samples,
-                                        gen, precond, tol=self.config.cg_tolerance,
-                                        max_iter=self.config.max_cg_iterations)
-        shape = tuple(self.fit.x.shape[1:])
-        samples = flat.to(self.fit.x.dtype).reshape(num_chains, num_samples // num_chains, *shape)
-        trace = self.evidence_trace if self.evidence_trace is not None else np.array([self.log_evidence()])
-        return Posterior(samples, method="linearised-dip", operator=self.op,
-                         noise_std=float(nv.sqrt()), seed=seed, evidence_trace=trace,
-                         hyperparameters=self.hyperparameters, log_evidence=self.log_evidence(),
-                         predcp_scale=self.predcp_scale, path=self.path,
-                         map_estimate=self.fit.x.detach().clone())
+        return optimise_evidence(self, iterations, predcp_scale, progress, method)
+
+
+def _check_config(cfg: LaplaceConfig) -> None:
+    check_choice("config.path", cfg.path, ("auto", "exact", "scalable"))
+    check_choice("config.expansion", cfg.expansion, ("fit", "linearised"))
+    check_choice("config.hyperparameter_method", cfg.hyperparameter_method, ("auto", "lbfgs", "em"))
+    check_positive("config.init_lengthscale", cfg.init_lengthscale)
+    _check_lengthscale("config.init_lengthscale", cfg.init_lengthscale)
+    if cfg.init_variance is not None:
+        check_positive("config.init_variance", cfg.init_variance)
+    if cfg.memory_budget is not None:
+        check_positive("config.memory_budget", cfg.memory_budget)
+    for name in ("max_cg_iterations", "lanczos_iterations", "em_iterations", "em_samples",
+                 "sample_batch_size", "g_prior_probes", "jacobian_chunk"):
+        check_int(f"config.{name}", getattr(cfg, name), minimum=1)
+    check_positive("config.em_tolerance", cfg.em_tolerance)
+    check_positive("config.em_lengthscale_step", cfg.em_lengthscale_step)
+    if cfg.lanczos_iterations > cfg.max_cg_iterations:
+        # linear_operator builds the Lanczos tridiagonal matrices from the CG iterations.
+        raise ValueError(f"config.lanczos_iterations must be <= config.max_cg_iterations = "
+                         f"{cfg.max_cg_iterations}, got {cfg.lanczos_iterations}")
+
+
+def _check_lengthscale(name: str, value: float) -> None:
+    """``ValueError`` naming ``name`` unless ``log value`` is inside ``LOG_LENGTHSCALE_BOUNDS``."""
+    lo, hi = LOG_LENGTHSCALE_BOUNDS
+    if not lo < math.log(value) < hi:
+        raise ValueError(f"{name} must lie in (exp({lo:g}), exp({hi:g})) = ({math.exp(lo):.4g}, "
+                         f"{math.exp(hi):.4g}) filter pixels, got {value:g}")

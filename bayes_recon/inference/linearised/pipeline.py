@@ -12,7 +12,7 @@ from ...models.unet import UNetConfig
 from ...operators.base import LinearOperator
 from ...operators.classical import rough_noise_std
 from ..dip import DIPFit, fit_dip
-from ..posterior import Posterior
+from ...posterior import Posterior
 from .config import EvidenceResult, LaplaceConfig
 from .laplace import LinearisedLaplace
 

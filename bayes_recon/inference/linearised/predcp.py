@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from ..dip import total_variation
+from ...operators.classical import total_variation
 from .jacobian import NetworkJacobian
 from .weight_prior import MaternFilterPrior
 
@@ -47,12 +47,13 @@ class TVPredCP:
         self.prior = prior
         self.image_shape = tuple(image_shape)
         self.num_samples = int(num_samples)
-        gen = torch.Generator().manual_seed(seed)
+        dev = jac.theta.device
+        gen = torch.Generator(device=dev).manual_seed(seed)
         self.taps: dict[int, torch.Tensor] = {}
         for gi in prior.matern_groups:
             g = prior.groups[gi]
             k2 = g.kernel_size**2
-            eps = torch.randn(self.num_samples, g.num_filters, k2, generator=gen, dtype=torch.float64)
+            eps = torch.randn(self.num_samples, g.num_filters, k2, generator=gen, dtype=torch.float64, device=dev)
             self.taps[gi] = self._tap_products(jac, g, eps)          # (S, N, k², k²)
 
     @staticmethod
@@ -62,9 +63,9 @@ class TVPredCP:
             jb = jac.block(g, torch.float64)                          # (N, F, k²)
             return torch.einsum("nfi,sfj->snij", jb, eps)
         # Matrix-free: tangent (s, i, j) puts ε_s[:, j] in tap i of every filter.
-        eye = torch.eye(k2, dtype=torch.float64)
+        eye = torch.eye(k2, dtype=torch.float64, device=eps.device)
         tang = torch.einsum("sfj,ik->sijfk", eps, eye).reshape(s * k2 * k2, f * k2)
-        full = torch.zeros(tang.shape[0], jac.num_params, dtype=torch.float64)
+        full = torch.zeros(tang.shape[0], jac.num_params, dtype=torch.float64, device=eps.device)
         full[:, g.slice] = tang
         out = jac.jvp(full).to(torch.float64)                         # (s k² k², N)
         return out.reshape(s, k2, k2, -1).permute(0, 3, 1, 2).contiguous()
@@ -76,7 +77,7 @@ class TVPredCP:
         corr = torch.einsum("d,dij->ij", torch.exp(-dist.to(lengthscale) / lengthscale), masks.to(lengthscale))
         chol = torch.linalg.cholesky(corr)
         x = variance.sqrt() * torch.einsum("snij,ij->sn", self.taps[gi], chol)
-        return total_variation(x.reshape(self.num_samples, *self.image_shape)).mean()
+        return total_variation(x.reshape(self.num_samples, *self.image_shape), isotropic=False).mean()
 
     def log_prob(self, log_lengthscale: torch.Tensor, log_variance: torch.Tensor,
                  scale: float) -> torch.Tensor:

@@ -1,10 +1,11 @@
 """Run folders: what ``bayes-recon reconstruct`` writes and ``bayes-recon calibrate`` reads.
 
-A run folder holds ``truth.npy``, ``reconstruction.npy`` (+ PNG) and
-``metrics.json``; a Bayesian run adds ``mean.npy``, ``std.npy`` (+ PNGs),
-``samples.npy``, a few ``sample_<i>.png`` and ``posterior.nc`` (ArviZ, with the
-truth in ``constant_data`` and the measurement in ``observed_data``). For a
-Bayesian run ``reconstruction`` is the posterior mean.
+A run folder holds ``reconstruction.npy`` (+ PNG, + 32-bit TIFF), ``truth.npy``
+(+ PNG) when the truth is known, and ``metrics.json``; a Bayesian run adds
+``mean``/``std`` as ``.npy``, PNG and 32-bit TIFF, ``samples.npy``, a few
+``sample_<i>.png`` and ``posterior.nc`` (ArviZ, with the truth in ``constant_data``
+when known and the measurement in ``observed_data``). For a Bayesian run
+``reconstruction`` is the posterior mean.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._io import write_json, write_netcdf, write_npy, write_png, write_text
+from ._io import write_json, write_netcdf, write_npy, write_png, write_text, write_tiff
 
 POSTERIOR_FILE = "posterior.nc"
 
 
-def write_run(out, truth: torch.Tensor, x: torch.Tensor, metrics: dict, posterior=None,
+def write_run(out, truth: torch.Tensor | None, x: torch.Tensor, metrics: dict, posterior=None,
               y: torch.Tensor | None = None) -> Path:
     """Write a run folder.
 
@@ -27,9 +28,10 @@ def write_run(out, truth: torch.Tensor, x: torch.Tensor, metrics: dict, posterio
     ----------
     out : str or Path
         Folder (created if missing).
-    truth, x : torch.Tensor
-        ``(1, C, H, W)``: ground truth and the reconstruction (posterior mean
-        for a Bayesian run).
+    truth : torch.Tensor or None
+        ``(1, C, H, W)`` ground truth; None for measured data.
+    x : torch.Tensor
+        ``(1, C, H, W)``: the reconstruction (posterior mean for a Bayesian run).
     metrics : dict
         Written as ``metrics.json``; for a Bayesian run
         :func:`posterior_summary` is merged in (``metrics`` wins on clashes).
@@ -44,23 +46,28 @@ def write_run(out, truth: torch.Tensor, x: torch.Tensor, metrics: dict, posterio
         ``out``.
     """
     out = Path(out)
-    write_npy(out / "truth.npy", truth[0].detach().cpu().numpy())
-    write_png(out / "truth.png", truth[0, 0].detach().cpu().numpy(), vmin=0.0, vmax=1.0)
+    if truth is not None:
+        write_npy(out / "truth.npy", truth[0].detach().cpu().numpy())
+        write_png(out / "truth.png", truth[0, 0].detach().cpu().numpy(), vmin=0.0, vmax=1.0)
     write_npy(out / "reconstruction.npy", x[0].detach().cpu().numpy())
     write_png(out / "reconstruction.png", x[0, 0].detach().cpu().numpy(), vmin=0.0, vmax=1.0)
+    write_tiff(out / "reconstruction.tif", x[0, 0].detach().cpu().numpy())
     if posterior is not None:
-        from .diagnostics import to_arviz
+        from ..diagnostics import to_arviz
 
         mean, std = posterior.mean, posterior.std
         write_npy(out / "mean.npy", mean.detach().cpu().numpy())
         write_png(out / "mean.png", mean[0].detach().cpu().numpy(), vmin=0.0, vmax=1.0)
         write_npy(out / "std.npy", std.detach().cpu().numpy())
         write_png(out / "std.png", std[0].detach().cpu().numpy(), cmap="magma")
+        write_tiff(out / "mean.tif", mean[0].detach().cpu().numpy())
+        write_tiff(out / "std.tif", std[0].detach().cpu().numpy())
         write_npy(out / "samples.npy", posterior.samples.detach().cpu().numpy())
         for i in range(min(3, posterior.num_draws)):
             write_png(out / f"sample_{i}.png", posterior.samples[0, i, 0].detach().cpu().numpy(),
                       vmin=0.0, vmax=1.0)
-        idata = to_arviz(posterior, truth=truth[0], y=None if y is None else y[0])
+        idata = to_arviz(posterior, truth=None if truth is None else truth[0],
+                         y=None if y is None else y[0])
         write_netcdf(out / POSTERIOR_FILE, idata)
         metrics = {**posterior_summary(posterior), **metrics}
     write_json(out / "metrics.json", metrics)
@@ -77,9 +84,11 @@ def posterior_summary(posterior) -> dict:
     stats = posterior.sample_stats
     if "diverging" in stats:
         summary["divergences"] = int(np.asarray(stats["diverging"]).sum())
-    for key in ("accept_prob", "tree_depth", "step_size"):
+    for key in ("accepted", "tree_depth", "step_size"):
         if key in stats:
             summary[f"mean_{key}"] = float(np.asarray(stats[key], dtype=float).mean())
+    if "acceptance_rate" in posterior.extras:  # NUTS: Pyro's mean acceptance probability
+        summary["acceptance_rate"] = float(np.mean(posterior.extras["acceptance_rate"]))
     return summary
 
 
@@ -92,14 +101,14 @@ def calibrate_run(run_dir) -> dict:
         The folder or its ``posterior.nc`` is missing (a point-estimate run has
         nothing to calibrate), or the file is unreadable.
     """
-    from .diagnostics import (
+    from ..diagnostics import (
         calibration,
         plot_calibration_curve,
         plot_error_vs_std,
         plot_pit,
         plot_sparsification,
     )
-    from .diagnostics._inputs import az
+    from ..diagnostics._inputs import az
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -1,10 +1,12 @@
 """The ``bayes-recon`` command line.
 
-Subcommands: ``reconstruct`` (one problem, one method, outputs to a folder),
+Subcommands: ``reconstruct`` (one problem, one method, outputs to a folder; the
+measurement simulated from a built-in or user image, or read from the user's file,
+with a built-in geometry or the user's sparse system matrix),
 ``calibrate`` (calibration report of a Bayesian run folder), ``train-prior``,
 ``benchmark`` (timing ratios against references) and ``demo`` (the end-to-end
 pipeline that ``make demo`` runs). The methods ``reconstruct`` can run are
-listed in :mod:`bayes_recon.cli_methods`.
+listed in :mod:`bayes_recon.app.methods`, the one method registry.
 """
 
 from __future__ import annotations
@@ -16,13 +18,12 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from .. import __version__
 from ._io import write_json, write_text
-from .cli_methods import (
+from .methods import (
     ALL_METHODS,
     CLASSICAL_METHODS,
     DIP_METHODS,
-    NOISE_MODES,
     SUPN_MAP_METHODS,
     SUPN_POSTERIOR_METHODS,
     ClassicalSettings,
@@ -31,8 +32,9 @@ from .cli_methods import (
     load_prior,
     run_method,
 )
-from .data import PROBLEMS, digits, ellipses, natural_patches, shepp_logan, simulate
-from .metrics import psnr, ssim
+from ..data import PROBLEMS, digits, ellipses, natural_patches, shepp_logan, simulate
+from ..metrics import psnr, ssim
+from .own_data import build_problem, parse_noise_std, staged_output
 from .runs import write_run
 
 __all__ = ["main", "build_parser", "load_image", "settings_from_args", "classical_reconstruction",
@@ -91,9 +93,12 @@ def load_image(name: str, size: int, index: int = 0) -> torch.Tensor:
 
 
 def settings_from_args(args: argparse.Namespace) -> MethodSettings:
-    """The typed settings of ``reconstruct`` from its parsed arguments (validated)."""
-    from .inference import LinearisedDIPConfig, MAPConfig, SamplingConfig
-    from .models import UNetConfig
+    """The typed settings of ``reconstruct`` from its parsed arguments (validated).
+
+    ``--noise-std VALUE`` counts as a known σ (the value is handed to the method).
+    """
+    from ..inference import LinearisedDIPConfig, MAPConfig, SamplingConfig
+    from ..models import UNetConfig
 
     map_config = MAPConfig(max_iterations=args.map_iterations, z_steps=args.z_steps,
                            x_steps=args.x_steps, restarts=args.restarts,
@@ -107,47 +112,60 @@ def settings_from_args(args: argparse.Namespace) -> MethodSettings:
                               evidence_iterations=args.evidence_iterations)
     classical = ClassicalSettings(tikhonov_weight=args.tikhonov_weight,
                                   tv_weight=args.tv_weight, tv_iterations=args.tv_iterations)
-    return MethodSettings(method=args.method, noise=args.noise_std, seed=args.seed,
+    noise_mode, _ = parse_noise_std(args.noise_std, simulated=args.measurement is None)
+    return MethodSettings(method=args.method, noise=noise_mode, seed=args.seed,
                           progress=not args.no_progress, classical=classical, prior=args.prior,
                           map=map_config, sampling=sampling, num_samples=args.num_samples,
                           num_chains=args.num_chains, dip=dip, dropout=args.dropout)
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from .data.problems import ProblemConfig, build_operator
-
     settings = settings_from_args(args)  # bad options fail before any work is done
     prior = load_prior(settings.prior, args.size) if settings.prior is not None else None
     size = args.size if args.size is not None else (
         prior.config.image_size if prior is not None else DEFAULT_SIZE)
-    config = ProblemConfig(problem=args.problem, size=size, angles=args.angles,
-                           spokes=args.spokes, seed=args.seed)
-    op = build_operator(config)
-    truth = load_image(args.image, size, args.index)
-    meas = simulate(op, truth, relative_noise=args.noise, seed=args.seed)
+    problem = build_problem(args, size, IMAGES, load_image)
+    op, y, truth = problem.op, problem.y, problem.truth
+    if prior is not None and tuple(op.domain_shape[-2:]) != (prior.config.image_size,) * 2:
+        raise ValueError(f"--prior {settings.prior} models {prior.config.image_size}x"
+                         f"{prior.config.image_size} images but the operator's images are "
+                         f"{op.domain_shape[-2]}x{op.domain_shape[-1]}")
     start = time.perf_counter()
-    result = run_method(settings, op, meas.y, meas.noise_std, prior)
+    # A σ from --noise-std VALUE is "known" to the method; None asks it to estimate.
+    result = run_method(settings, op, y, problem.noise_std, prior)
     elapsed = time.perf_counter() - start
     x = result.x.detach()
     metrics = {
         "command": "bayes-recon reconstruct " + " ".join(args.argv),
-        "problem": args.problem, "image": args.image, "index": args.index, "size": size,
-        "angles": args.angles, "spokes": args.spokes, "relative_noise": args.noise,
-        "noise_std": meas.noise_std, "noise_std_used": result.noise_std,
-        **settings.record(),
-        "psnr": float(psnr(x, truth, data_range=1.0)[0]),
-        "ssim": float(ssim(x, truth, data_range=1.0)[0]),
+        "problem": args.problem if args.operator is None else "user operator",
+        "operator": type(op).__name__, "size": size,
+        "image_shape": list(op.domain_shape), "measurement_shape": list(op.range_shape),
+        "angles": getattr(op, "n_angles", None), "spokes": args.spokes,
+        "index": args.index, "relative_noise": args.noise if truth is not None else None,
+        # σ of the simulation (None for measured data); the method's σ is noise_std_used.
+        "noise_std": problem.record.get("simulated_noise_std", problem.noise_std),
+        "noise_std_used": result.noise_std,
+        **problem.record, **settings.record(),
         "wall_time_s": elapsed, "info": result.info, "bayes_recon_version": __version__,
     }
-    if result.posterior is not None:
-        metrics["psnr_of"] = "posterior mean"
-    if result.point_estimate is not None:
-        metrics["point_estimate_psnr"] = float(psnr(result.point_estimate, truth, 1.0)[0])
-    out = write_run(args.out, truth, x, metrics, posterior=result.posterior, y=meas.y)
+    if args.operator is not None:
+        metrics["operator_file"] = str(args.operator)
+    if truth is not None:
+        metrics["psnr"] = float(psnr(truth, x, data_range=1.0)[0])
+        metrics["ssim"] = float(ssim(truth, x, data_range=1.0)[0])
+        if result.posterior is not None:
+            metrics["psnr_of"] = "posterior mean"
+        if result.point_estimate is not None:
+            metrics["point_estimate_psnr"] = float(
+                psnr(truth, result.point_estimate, data_range=1.0)[0])
+    with staged_output(args.out) as stage:  # nothing lands in --out unless all is written
+        write_run(stage, truth, x, metrics, posterior=result.posterior, y=y)
+    out = Path(args.out)
     what = "posterior mean " if result.posterior is not None else ""
-    print(f"{args.method}: {what}PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, "
-          f"{elapsed:.1f} s -> {out}")
-    if result.posterior is not None:
+    quality = (f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, "
+               if truth is not None else "")
+    print(f"{args.method}: {what}{quality}{elapsed:.1f} s -> {out}")
+    if result.posterior is not None and truth is not None:
         print(f"calibrate it with: bayes-recon calibrate {out}")
     return 0
 
@@ -195,10 +213,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train_prior(args: argparse.Namespace) -> int:
-    from .data.prior_sets import prior_training_data
-    from .models.checkpoint import save_model
-    from .models.supn_vae import SUPNConfig, SUPNVAE
-    from .models.training import TrainConfig, evaluate_nll, train_prior
+    from ..data.prior_sets import prior_training_data
+    from ..models.checkpoint import save_model
+    from ..models.supn_vae import SUPNConfig, SUPNVAE
+    from ..models.training import TrainConfig, evaluate_nll, train_prior
 
     data = prior_training_data(args.dataset, size=args.size, num_patches=args.num_patches,
                                seed=args.seed)
@@ -238,16 +256,42 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
 
 def _add_problem_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("problem")
-    g.add_argument("--problem", choices=PROBLEMS, default="ct", help="forward model")
+    g.add_argument("--problem", choices=PROBLEMS, default="ct",
+                   help="forward model (ct: parallel beam; ct-fan: fan beam, flat detector)")
     g.add_argument("--size", type=_int_at_least(4), default=None,
                    help=f"image side length in pixels (default: the prior's image size, "
                    f"else {DEFAULT_SIZE})")
-    g.add_argument("--angles", type=POS_INT, default=20, help="CT: number of projection angles")
+    g.add_argument("--angles", type=POS_INT, default=None,
+                   help="CT: number of projection angles (default: from --measurement, else 20)")
+    g.add_argument("--detectors", type=POS_INT, default=None,
+                   help="CT: detector count (default: from --measurement, else covering the image)")
     g.add_argument("--spokes", type=POS_INT, default=30, help="MRI: number of radial spokes")
     g.add_argument("--noise", type=_positive_float, default=0.05,
-                   help="relative noise: noise_std = noise * mean|A x|")
-    g.add_argument("--image", choices=IMAGES, default="shepp_logan",
-                   help="ground truth (digit, patch: held-out test images)")
+                   help="relative noise of a simulated measurement: noise_std = noise * mean|A x|")
+    g.add_argument("--image", default=None, metavar="NAME|FILE",
+                   help=f"simulate the measurement from this image: one of {', '.join(IMAGES)} "
+                   "(digit, patch: held-out test images) or a PNG/TIFF/NPY file (grey or RGB, "
+                   "resized to --size); default shepp_logan")
+    f = p.add_argument_group("your own data (docs/own_data.md)")
+    f.add_argument("--measurement", default=None, metavar="FILE",
+                   help="reconstruct a measured sinogram (real) or k-space (complex) from "
+                   "NPY/NPZ/HDF5 instead of simulating one")
+    f.add_argument("--dataset", default=None,
+                   help="array name in an NPZ, or dataset path in an HDF5 --measurement")
+    f.add_argument("--operator", default=None, metavar="FILE.npz",
+                   help="any linear geometry as a scipy sparse matrix (scipy.sparse.save_npz): "
+                   "rows are measurements, columns pixels; needs --image-shape")
+    f.add_argument("--image-shape", type=POS_INT, nargs="+", default=None, metavar="N",
+                   help="--operator: the image the matrix's columns stand for, H W (row-major)")
+    fan = p.add_argument_group("fan-beam CT (--problem ct-fan)")
+    fan.add_argument("--source-distance", type=_positive_float, default=None,
+                     help="source to rotation centre, in pixels (default 2 * size)")
+    fan.add_argument("--detector-distance", type=_positive_float, default=None,
+                     help="rotation centre to the flat detector, in pixels (default size)")
+    fan.add_argument("--detector-spacing", type=_positive_float, default=None,
+                     help="detector pitch in pixels (default: covering the image)")
+    fan.add_argument("--scan", choices=("full", "short"), default="full",
+                     help="full circle or short scan (pi + fan angle, Parker weights)")
     g.add_argument("--index", type=NONNEG_INT, default=0, help="which test image (digit/ellipse/patch)")
     g.add_argument("--seed", type=NONNEG_INT, default=0,
                    help="seed of the noise, masks and the inference (chains, restarts, weights)")
@@ -259,9 +303,10 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
                      f"{', '.join(SUPN_MAP_METHODS)}; SUPN posterior (needs --prior): "
                      f"{', '.join(SUPN_POSTERIOR_METHODS)}; deep image prior: "
                      f"{', '.join(DIP_METHODS)} (default: tv)")
-    rec.add_argument("--noise-std", choices=NOISE_MODES, default="known",
-                     help="known: give the method the simulated noise std; estimate: the "
-                     "method estimates it (evidence for SUPN and linearised-dip)")
+    rec.add_argument("--noise-std", default=None, metavar="known|estimate|VALUE",
+                     help="known: give the method the simulated noise std (the default for a "
+                     "simulated measurement); estimate: the method estimates it (evidence for "
+                     "SUPN and linearised-dip; the default for --measurement); VALUE: this std")
     rec.add_argument("--num-samples", type=POS_INT, default=None,
                      help="posterior draws: per chain for nuts/laplace (default 200), in total "
                      "for DIP posteriors (default 1000)")
@@ -312,6 +357,61 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
                    help="linearised-dip: TV-PredCP rate kappa on the hyperparameters (0: off)")
 
 
+def cmd_study_run(args: argparse.Namespace) -> int:
+    from .studies import load_config, preset, run_study
+
+    if (args.preset is None) == (args.config is None):
+        raise ValueError("study run needs exactly one of --preset NAME or --config FILE")
+    config = preset(args.preset) if args.preset else load_config(args.config)
+    run = run_study(config.with_images(args.images), args.out, workers=args.workers,
+                    scheduler=args.scheduler, progress=not args.no_progress,
+                    retries=args.retries, connect_timeout=args.connect_timeout)
+    print(f"study {config.name}: {run.total} tasks, {run.skipped} already done, "
+          f"{run.executed} run ({run.errors} errors), {run.seconds:.0f} s -> "
+          f"{run.folder / 'summary.md'}")
+    return 1 if run.errors else 0
+
+
+def cmd_study_report(args: argparse.Namespace) -> int:
+    from .studies import write_report
+
+    written = write_report(args.study_dir)
+    print(f"{len(written['cells'])} cells -> {Path(args.study_dir) / 'summary.md'}")
+    return 0
+
+
+def _add_study_parser(sub) -> None:
+    """``study run`` and ``study report`` (calibration studies on Dask, docs/studies.md)."""
+    from .studies.config import PRESETS
+
+    study = sub.add_parser("study", help="calibration studies over test sets on Dask",
+                           description="Run a grid of settings x methods x test images on a "
+                           "Dask cluster into a resumable folder, and aggregate it.")
+    ssub = study.add_subparsers(dest="study_command", required=True)
+    run = ssub.add_parser("run", help="run or resume a study",
+                          description="One Dask task per (setting, method, image); a rerun "
+                          "skips finished tasks. Writes results.csv and summary.md at the end.")
+    run.add_argument("--preset", choices=sorted(PRESETS), default=None, help="a preset study")
+    run.add_argument("--config", default=None, help="a study TOML file (instead of --preset)")
+    run.add_argument("--out", required=True, help="study folder (resumed if it exists)")
+    run.add_argument("--workers", type=POS_INT, default=None,
+                     help="local worker processes (default: one per core)")
+    run.add_argument("--scheduler", default=None,
+                     help="address of an existing Dask scheduler, e.g. tcp://host:8786")
+    run.add_argument("--images", type=POS_INT, default=None,
+                     help="number of test images (default: the preset's)")
+    run.add_argument("--retries", type=NONNEG_INT, default=2, help="Dask retries per task")
+    run.add_argument("--connect-timeout", type=_positive_float, default=10.0,
+                     help="seconds to wait for --scheduler")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.set_defaults(func=cmd_study_run)
+    rep = ssub.add_parser("report", help="aggregate a study folder",
+                          description="Write results.csv, summary.csv, summary.md and figures "
+                          "from the study folder alone.")
+    rep.add_argument("study_dir", help="folder written by bayes-recon study run")
+    rep.set_defaults(func=cmd_study_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bayes-recon",
@@ -320,12 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bayes_recon {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    rec = sub.add_parser("reconstruct", help="reconstruct one simulated measurement",
-                         description="Simulate y = A x + noise for a test image and "
-                         "reconstruct it with any method: writes truth/reconstruction .npy and "
-                         ".png and metrics.json to --out; posterior methods also write "
-                         "posterior.nc (ArviZ), mean/std .npy/.png and samples.npy, ready for "
-                         "`bayes-recon calibrate`.")
+    rec = sub.add_parser("reconstruct", help="reconstruct one measurement (simulated or yours)",
+                         description="Reconstruct y = A x + noise with any method: y simulated "
+                         "from a test image or your image file, or read from your measurement "
+                         "file; A a built-in geometry or your sparse matrix. Writes "
+                         "reconstruction .npy/.png/.tif (and truth, when known) and metrics.json "
+                         "to --out; posterior methods also write posterior.nc (ArviZ), mean/std "
+                         ".npy/.png/.tif and samples.npy, ready for `bayes-recon calibrate`. "
+                         "Nothing is written to --out if anything fails.")
     _add_problem_arguments(rec)
     _add_method_arguments(rec)
     rec.set_defaults(func=cmd_reconstruct)
@@ -380,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=1,
                       help="torch intra-op threads (default 1: the problems are small)")
     demo.set_defaults(func=cmd_demo)
+    _add_study_parser(sub)
     return parser
 
 
@@ -390,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv[1:]
     try:
         return args.func(args)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, FileNotFoundError) as err:
         parser.exit(2, f"bayes-recon {args.command}: error: {err}\n")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -10,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _atomic(path: Path, write) -> Path:
+def atomic_write(path, write) -> Path:
+    """Call ``write(fh)`` on a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -28,12 +30,12 @@ def _atomic(path: Path, write) -> Path:
 def write_json(path, data: dict) -> Path:
     """Write ``data`` as indented JSON, atomically."""
     text = json.dumps(data, indent=2, sort_keys=True, default=float).encode()
-    return _atomic(path, lambda fh: fh.write(text))
+    return atomic_write(path, lambda fh: fh.write(text))
 
 
 def write_npy(path, array) -> Path:
     """Write a numpy array (``.npy``), atomically."""
-    return _atomic(path, lambda fh: np.save(fh, np.asarray(array)))
+    return atomic_write(path, lambda fh: np.save(fh, np.asarray(array)))
 
 
 def write_png(path, image, vmin: float | None = None, vmax: float | None = None,
@@ -46,14 +48,27 @@ def write_png(path, image, vmin: float | None = None, vmax: float | None = None,
         image = image[0]
     lo = float(image.min()) if vmin is None else vmin
     hi = float(image.max()) if vmax is None else vmax
-    return _atomic(path, lambda fh: plt.imsave(fh, image, vmin=lo, vmax=max(hi, lo + 1e-12),
+    return atomic_write(path, lambda fh: plt.imsave(fh, image, vmin=lo, vmax=max(hi, lo + 1e-12),
                                                cmap=cmap, format="png"))
+
+
+def write_tiff(path, image) -> Path:
+    """Write a 2-D image as a 32-bit float TIFF, atomically (readable by ImageJ, tifffile)."""
+    import tifffile
+
+    array = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
+    if array.ndim != 2:
+        raise ValueError(f"image must be 2-D (H, W), got shape {array.shape}")
+    buffer = io.BytesIO()  # tifffile wants a named file or a buffer, not a bare descriptor
+    tifffile.imwrite(buffer, array, photometric="minisblack")
+    data = buffer.getvalue()
+    return atomic_write(path, lambda fh: fh.write(data))
 
 
 def write_text(path, text: str) -> Path:
     """Write UTF-8 text, atomically."""
     data = text.encode()
-    return _atomic(path, lambda fh: fh.write(data))
+    return atomic_write(path, lambda fh: fh.write(data))
 
 
 def write_netcdf(path, idata) -> Path:

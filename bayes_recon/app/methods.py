@@ -8,13 +8,17 @@ family                    ``--method``
 classical                 ``fbp``, ``adjoint``, ``tikhonov``, ``tv``
 SUPN prior, MAP           ``alternating``, ``jpmap``, ``csgm``, ``svi`` (needs ``--prior``)
 SUPN prior, posterior     ``nuts``, ``laplace`` (needs ``--prior``)
+learned denoiser          ``dae`` (``--problem denoise``; the shipped ``digits-dae``)
 deep image prior          ``dip`` (point estimate), ``linearised-dip``,
                           ``mc-dropout-dip``, ``fixed-sigma-dip``
 ========================  =======================================================
 
 :func:`run_method` takes a :class:`MethodSettings` (typed, validated) and
 returns a :class:`MethodResult`: a point estimate and, for Bayesian methods, a
-:class:`~bayes_recon.inference.Posterior`.
+:class:`~bayes_recon.inference.Posterior`. This is the one registry of the
+applications: ``bayes-recon reconstruct``, the demo (a list of named
+``MethodSettings``, see :mod:`bayes_recon.app.demo`) and studies all run methods
+through :func:`run_method`.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from ._validation import check_int, check_positive
-from .inference import (
+from .._validation import check_int, check_positive
+from ..inference import (
     MAP_METHODS,
     SAMPLING_METHODS,
     LinearisedDIPConfig,
@@ -39,14 +43,14 @@ from .inference import (
     mc_dropout_posterior,
     sample_posterior,
 )
-from .models import UNetConfig
-from .operators import tikhonov, tv_reconstruction
-from .inference.linearised.pipeline import dip_tv_weight
-from .operators.classical import rough_noise_std
+from ..models import UNetConfig
+from ..operators import tikhonov, tv_reconstruction
+from ..inference.linearised.pipeline import dip_tv_weight
+from ..operators.classical import rough_noise_std
 
 __all__ = [
     "CLASSICAL_METHODS", "SUPN_MAP_METHODS", "SUPN_POSTERIOR_METHODS", "DIP_METHODS",
-    "PRIOR_METHODS", "POSTERIOR_METHODS", "ALL_METHODS", "NOISE_MODES",
+    "PRIOR_METHODS", "POSTERIOR_METHODS", "DENOISER_METHODS", "ALL_METHODS", "NOISE_MODES",
     "ClassicalSettings", "MethodSettings", "MethodResult",
     "classical_reconstruction", "load_prior", "run_method",
 ]
@@ -55,9 +59,11 @@ CLASSICAL_METHODS = ("fbp", "adjoint", "tikhonov", "tv")
 SUPN_MAP_METHODS = tuple(MAP_METHODS)
 SUPN_POSTERIOR_METHODS = tuple(SAMPLING_METHODS)
 DIP_METHODS = ("dip", "linearised-dip", "mc-dropout-dip", "fixed-sigma-dip")
+#: The SUPN paper's denoising baseline: a shipped denoising autoencoder.
+DENOISER_METHODS = ("dae",)
 PRIOR_METHODS = SUPN_MAP_METHODS + SUPN_POSTERIOR_METHODS
 POSTERIOR_METHODS = SUPN_POSTERIOR_METHODS + DIP_METHODS[1:]
-ALL_METHODS = CLASSICAL_METHODS + PRIOR_METHODS + DIP_METHODS
+ALL_METHODS = CLASSICAL_METHODS + PRIOR_METHODS + DIP_METHODS + DENOISER_METHODS
 NOISE_MODES = ("known", "estimate")
 
 
@@ -162,6 +168,8 @@ class MethodSettings:
             else:
                 rec.update(num_samples=self.supn_samples, num_chains=self.num_chains,
                            sampling_config=dataclasses.asdict(self.sampling))
+        elif self.method in DENOISER_METHODS:
+            rec["denoiser"] = "digits-dae"
         else:
             rec["dip_config"] = dataclasses.asdict(self.dip)
             if self.method != "dip":
@@ -231,7 +239,7 @@ def load_prior(spec: str, size: int | None = None):
     Raises ``ValueError`` naming ``--prior`` when the name is unknown, the file is
     missing or corrupt, or the prior's ``image_size`` differs from ``size``.
     """
-    from .models import SUPNVAE, available_priors, load_pretrained
+    from ..models import SUPNVAE, available_priors, load_pretrained
 
     names = available_priors()
     if spec in names:
@@ -268,21 +276,37 @@ def _run_supn(s: MethodSettings, op, y, noise_std, prior) -> MethodResult:
     return MethodResult(post.mean[None], posterior=post, noise_std=post.noise_std, info=info)
 
 
-def _dip_fit(s: MethodSettings, op, y, noise_std, network: UNetConfig):
+def _dip_fit_key(s: MethodSettings, network: UNetConfig, noise_std) -> tuple:
+    """What determines a DIP fit: methods with equal keys may share one fit."""
+    cfg = s.dip
+    return ("dip_fit", cfg.tv_weight, cfg.tv_scale, cfg.iterations, cfg.lr, cfg.input,
+            repr(network), s.seed, noise_std)
+
+
+def _dip_fit(s: MethodSettings, op, y, noise_std, network: UNetConfig, cache: dict | None):
+    key = _dip_fit_key(s, network, noise_std)
+    if cache is not None and key in cache:
+        return cache[key], True
     cfg = s.dip
     weight = dip_tv_weight(cfg, op, y, noise_std)  # the rule linearised_dip uses
-    return fit_dip(y, op, weight, cfg.iterations, lr=cfg.lr, input=cfg.input, seed=s.seed,
-                   network_config=network, progress=s.progress)
+    fit = fit_dip(y, op, weight, cfg.iterations, lr=cfg.lr, input=cfg.input, seed=s.seed,
+                  network_config=network, progress=s.progress)
+    if cache is not None:
+        cache[key] = fit
+    return fit, False
 
 
-def _run_dip(s: MethodSettings, op, y, noise_std) -> MethodResult:
+def _run_dip(s: MethodSettings, op, y, noise_std, cache: dict | None) -> MethodResult:
     if s.method == "linearised-dip":
         cfg = dataclasses.replace(s.dip, num_samples=s.dip_samples)
         res = linearised_dip(y, op, noise_std, cfg, seed=s.seed, progress=s.progress)
+        if cache is not None:  # the DIP baselines with the same settings reuse this fit
+            cache[_dip_fit_key(s, s.dip.network, noise_std)] = res.fit
         post = res.posterior
         info = {"log_evidence": res.evidence.log_evidence,
                 "evidence_converged": res.evidence.converged,
                 "evidence_iterations": res.evidence.iterations,
+                "evidence_stop_reason": res.evidence.stop_reason,
                 "dip_best_iteration": res.fit.best_iteration,
                 "timings_s": dict(res.timings)}
         return MethodResult(post.mean[None], posterior=post, point_estimate=res.fit.x,
@@ -290,9 +314,10 @@ def _run_dip(s: MethodSettings, op, y, noise_std) -> MethodResult:
     network = s.dip.network
     if s.method == "mc-dropout-dip":
         network = dataclasses.replace(network, dropout=s.dropout)
-    fit = _dip_fit(s, op, y, noise_std, network)
+    fit, shared = _dip_fit(s, op, y, noise_std, network, cache)
     info = {"dip_best_iteration": fit.best_iteration, "dip_best_loss": fit.best_loss,
-            "tv_weight": fit.tv_weight, "dip_seconds": fit.seconds}
+            "tv_weight": fit.tv_weight, "dip_seconds": 0.0 if shared else fit.seconds,
+            "dip_fit_shared": shared}
     if s.method == "dip":
         return MethodResult(fit.x, noise_std=noise_std, info=info)
     if s.method == "mc-dropout-dip":
@@ -304,8 +329,29 @@ def _run_dip(s: MethodSettings, op, y, noise_std) -> MethodResult:
                         noise_std=noise_std, info=info)
 
 
+def _run_dae(op, y, name: str = "digits-dae") -> MethodResult:
+    """The shipped DAE applied to ``y``: defined for denoising (``A = I``) at its image size."""
+    from ..models import load_pretrained_dae
+    from ..operators import Identity
+
+    if not isinstance(op, Identity):
+        raise ValueError(f"method 'dae' is a denoiser: it needs --problem denoise (an Identity "
+                         f"operator), got {type(op).__name__}")
+    dae = load_pretrained_dae(name)
+    c = dae.config
+    if tuple(op.domain_shape) != (c.channels, c.image_size, c.image_size):
+        raise ValueError(f"method 'dae' ({name}) denoises {c.image_size}x{c.image_size} images "
+                         f"but the problem's images are {tuple(op.domain_shape)}; pass --size "
+                         f"{c.image_size}")
+    dtype = next(dae.parameters()).dtype
+    with torch.no_grad():
+        x = dae(y.to(dtype)).to(y.dtype)
+    return MethodResult(x, info={"denoiser": name, **{k: dae.metadata.get(k) for k in
+                                                      ("epochs", "noise_std")}})
+
+
 def run_method(settings: MethodSettings, op, y: torch.Tensor, noise_std: float,
-               prior=None) -> MethodResult:
+               prior=None, cache: dict | None = None) -> MethodResult:
     """Run ``settings.method`` on one measurement.
 
     Parameters
@@ -318,6 +364,10 @@ def run_method(settings: MethodSettings, op, y: torch.Tensor, noise_std: float,
         The simulated σ; passed on when ``settings.noise == "known"``.
     prior : SUPNVAE, optional
         Required for :data:`PRIOR_METHODS` (see :func:`load_prior`).
+    cache : dict, optional
+        Shared between calls on the *same* measurement: a DIP fit made by one
+        DIP method (e.g. ``linearised-dip``) is reused by another with the same
+        DIP settings and seed (``fixed-sigma-dip``), as in the papers' tables.
 
     Returns
     -------
@@ -334,8 +384,10 @@ def run_method(settings: MethodSettings, op, y: torch.Tensor, noise_std: float,
         x = classical_reconstruction(s.method, op, y, sigma, c.tikhonov_weight, c.tv_weight,
                                      c.tv_iterations, s.progress)
         return MethodResult(x.detach(), noise_std=sigma if s.method == "tv" else None)
+    if s.method in DENOISER_METHODS:
+        return _run_dae(op, y)
     if s.method in PRIOR_METHODS:
         if prior is None:
             raise ValueError(f"prior is required for method {s.method!r} (see load_prior)")
         return _run_supn(s, op, y, given, prior)
-    return _run_dip(s, op, y, given)
+    return _run_dip(s, op, y, given, cache)

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from ._validation import check_int
+from .._validation import check_int
 
 __all__ = ["BenchmarkConfig", "Measurement", "median_time", "ct_forward_vs_radon",
            "log_prob_vs_diagonal", "jpmap_vs_tv", "run_benchmarks", "markdown_table"]
@@ -109,8 +109,8 @@ def ct_forward_vs_radon(size: int, angles: int, repeats: int) -> Measurement:
     """``ParallelBeamCT(size, angles, n_detectors=size)`` on one Shepp–Logan image vs skimage radon."""
     from skimage.transform import radon
 
-    from .data import shepp_logan
-    from .operators import ParallelBeamCT
+    from ..data import shepp_logan
+    from ..operators import ParallelBeamCT
 
     op = ParallelBeamCT(size, angles, n_detectors=size)
     x = shepp_logan(size)
@@ -128,7 +128,7 @@ def ct_forward_vs_radon(size: int, angles: int, repeats: int) -> Measurement:
 def log_prob_vs_diagonal(size: int, batch: int, repeats: int, radius: int = 2,
                          seed: int = 0) -> Measurement:
     """``StructuredGaussian.log_prob`` vs ``Normal(loc, scale).log_prob(x).sum`` on the same images."""
-    from .distributions import StructuredGaussian, num_offdiag
+    from ..distributions import StructuredGaussian, num_offdiag
 
     gen = torch.Generator().manual_seed(seed)
     shape = (batch, 1, size, size)
@@ -153,11 +153,11 @@ def jpmap_vs_tv(map_iterations: int, z_steps: int, tv_iterations: int, angles: i
 
     Both PSNRs are reported in ``details`` (TV weight ``0.2 · σ · ||A||``).
     """
-    from .data import digits, simulate
-    from .inference import MAPConfig, map_estimate
-    from .metrics import psnr
-    from .models import load_pretrained
-    from .operators import ParallelBeamCT, tv_reconstruction
+    from ..data import digits, simulate
+    from ..inference import MAPConfig, map_estimate
+    from ..metrics import psnr
+    from ..models import load_pretrained
+    from ..operators import ParallelBeamCT, tv_reconstruction
 
     prior = load_pretrained("digits-supn")
     op = ParallelBeamCT(28, angles)
@@ -174,8 +174,8 @@ def jpmap_vs_tv(map_iterations: int, z_steps: int, tv_iterations: int, angles: i
     ref = time.perf_counter() - start
     return Measurement("MAP vs TV, 28x28 CT", f"jpmap ({len(rec.objective_history)} outer "
                        f"iterations)", f"TV ({tv_iterations} iterations)", this, ref,
-                       {"angles": angles, "jpmap_psnr": float(psnr(rec.x, truth, 1.0)[0]),
-                        "tv_psnr": float(psnr(x_tv, truth, 1.0)[0]),
+                       {"angles": angles, "jpmap_psnr": float(psnr(truth, rec.x, data_range=1.0)[0]),
+                        "tv_psnr": float(psnr(truth, x_tv, data_range=1.0)[0]),
                         "jpmap_converged": rec.converged})
 
 

@@ -4,7 +4,7 @@ A posterior is a tensor of image samples ``(chains, draws, C, H, W)`` plus what
 is known about how it was made (latent draws, sampler statistics, method and
 operator names, noise level, seed, evidence trace, hyperparameters). It knows
 nothing about diagnostics; ``to_arviz`` imports ``bayes_recon.diagnostics``
-lazily because diagnostics sits one layer above inference.
+lazily because diagnostics sits above this module (the one upward import, made at call time).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .._validation import check_int, check_tensor
+from ._validation import check_int, check_tensor
 
 __all__ = ["Posterior"]
 
@@ -69,7 +69,7 @@ class Posterior:
         Latent draws, for methods that have them (the SUPN program).
     sample_stats : dict of str to array of shape (chains, draws), optional
         Sampler statistics, e.g. ``diverging``, ``step_size``, ``tree_depth``,
-        ``accept_prob`` (stored as numpy arrays).
+        ``accepted`` (stored as numpy arrays).
     method : str, optional
         Name of the inference method, e.g. ``"nuts"`` or ``"linearised_laplace"``.
     operator : str or object, optional
@@ -89,7 +89,7 @@ class Posterior:
     Examples
     --------
     >>> import torch
-    >>> from bayes_recon.inference.posterior import Posterior
+    >>> from bayes_recon.posterior import Posterior
     >>> post = Posterior(torch.randn(2, 50, 1, 8, 8), method="toy", seed=0)
     >>> post.mean.shape, post.num_chains, post.num_draws
     (torch.Size([1, 8, 8]), 2, 50)
@@ -257,7 +257,7 @@ class Posterior:
     # ------------------------------------------------------------------ export
     def to_arviz(self, truth=None, y=None, name: str = "x"):
         """Export to ``arviz.InferenceData``; see ``bayes_recon.diagnostics.to_arviz``."""
-        from ..diagnostics.arviz_export import to_arviz  # lazy: diagnostics is a layer above
+        from .diagnostics.arviz_export import to_arviz  # lazy: diagnostics is a layer above
 
         return to_arviz(self, truth=truth, y=y, name=name)
 

@@ -1,0 +1,21 @@
+"""Calibration studies: grids of problem settings × methods × test images on Dask.
+
+:func:`run_study` runs (or resumes) a :class:`StudyConfig` — a preset
+(:func:`preset`) or a TOML file (:func:`load_config`) — one task per
+(setting, method, image) on a ``dask.distributed`` cluster, writing each
+result atomically into a study folder; :func:`write_report` aggregates the
+folder into ``results.csv``, ``summary.md`` and figures. Command line:
+``bayes-recon study run`` / ``bayes-recon study report``; see ``docs/studies.md``.
+"""
+
+from .config import PRESETS, MethodSpec, Setting, StudyConfig, load_config, preset
+from .execute import StudyRun, execute_task, read_study, run_study
+from .report import aggregate, bootstrap_interval, load_results, write_report
+from .tasks import Task, run_task, study_tasks, task_is_done
+
+__all__ = [
+    "PRESETS", "MethodSpec", "Setting", "StudyConfig", "load_config", "preset",
+    "StudyRun", "execute_task", "read_study", "run_study",
+    "aggregate", "bootstrap_interval", "load_results", "write_report",
+    "Task", "run_task", "study_tasks", "task_is_done",
+]

@@ -1,0 +1,309 @@
+"""Running a study on ``dask.distributed``: one task per (setting, method, image), resumable.
+
+Without ``scheduler`` a :class:`distributed.LocalCluster` is started (one
+single-threaded worker process per core, torch limited to one thread) and shut
+down afterwards; with ``scheduler`` an existing cluster is used, whose workers
+must see the study folder (a shared file system) and have ``bayes_recon``
+installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .config import StudyConfig
+from .tasks import TASKS_DIR, Task, run_task, study_tasks, task_is_done, versions
+
+__all__ = ["StudyRun", "run_study", "execute_task", "prepare_folder", "read_study",
+           "STUDY_FILE", "FOLDER_FORMAT"]
+
+STUDY_FILE = "study.json"
+#: Layout version of a study folder; bump when files change meaning.
+FOLDER_FORMAT = 1
+
+
+@dataclass
+class StudyRun:
+    """What :func:`run_study` did.
+
+    Attributes
+    ----------
+    folder : Path
+    total, skipped, executed, errors : int
+        Tasks in the study, found done (skipped), run now, and run now with
+        status ``error``.
+    seconds : float
+        Wall time of the run, including cluster start-up.
+    rows : list of dict
+        The rows of the tasks run now.
+    """
+
+    folder: Path
+    total: int
+    skipped: int
+    executed: int
+    errors: int
+    seconds: float
+    rows: list = field(default_factory=list)
+
+
+def read_study(folder) -> dict:
+    """The parsed ``study.json`` of ``folder``.
+
+    Raises
+    ------
+    ValueError
+        No such folder or file, unreadable JSON, or a folder format this
+        version does not know.
+    """
+    import json
+
+    path = Path(folder) / STUDY_FILE
+    if not path.is_file():
+        raise ValueError(f"folder {folder} is not a study folder (no {STUDY_FILE})")
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FOLDER_FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{path} has folder format {got!r}; this bayes_recon reads format "
+                         f"{FOLDER_FORMAT}")
+    return meta
+
+
+def _check_folder(config: StudyConfig, out) -> bool:
+    """Whether ``out`` already holds this study; raises if it holds another one."""
+    import json
+
+    from ... import __version__
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out {out} exists and is not a folder")
+    if not (out / STUDY_FILE).exists():
+        return False
+    meta = read_study(out)
+    if meta.get("bayes_recon_version") != __version__:
+        raise ValueError(
+            f"out {out} holds a study written by bayes_recon "
+            f"{meta.get('bayes_recon_version')!r}, this is {__version__!r}; use a new "
+            "folder (results of different versions are not comparable)")
+    if meta.get("config") != json.loads(json.dumps(config.to_dict())):
+        raise ValueError(f"out {out} holds a study with another config "
+                         f"(name {meta.get('config', {}).get('name')!r}); use a new folder "
+                         "or the same config to resume")
+    return True
+
+
+def prepare_folder(config: StudyConfig, out) -> Path:
+    """Create ``out`` with ``study.json``, or check an existing one matches.
+
+    Raises
+    ------
+    ValueError
+        ``out`` holds a study of another ``bayes_recon`` version or another
+        config (resuming it would mix incomparable results).
+    """
+    from ... import __version__
+    from .._io import write_json
+
+    out = Path(out)
+    if not _check_folder(config, out):
+        write_json(out / STUDY_FILE, {"format": FOLDER_FORMAT, "bayes_recon_version": __version__,
+                                      "versions": versions(), "config": config.to_dict(),
+                                      "created": datetime.now(timezone.utc).isoformat()})
+    return out
+
+
+def execute_task(task: Task, folder, task_fn=None, torch_threads: int | None = 1) -> dict:
+    """Run one task and write its row to ``tasks/<key>.json`` (atomically); returns the row.
+
+    An exception in the task is caught and recorded (status ``error`` with the
+    traceback), so one failing task does not stop a study. Warnings raised by
+    the method are recorded in the row.
+
+    Parameters
+    ----------
+    task : Task
+    folder : str or Path
+        The study folder.
+    task_fn : callable, optional
+        ``task_fn(task, folder) -> dict`` of metrics; default :func:`run_task`.
+    torch_threads : int or None
+        Intra-op threads of torch in this process (None leaves it alone). One
+        per task: the problems are small and workers already fill the cores.
+    """
+    import torch
+
+    from .._io import write_json
+
+    task_fn = run_task if task_fn is None else task_fn
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    start = time.perf_counter()
+    metrics, error = {}, None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # each task sees its own warnings
+        try:
+            metrics = dict(task_fn(task, folder))
+        except Exception:  # recorded and reported; the study goes on
+            error = traceback.format_exc()
+    elapsed = time.perf_counter() - start
+    row = {
+        "key": task.key, "setting": task.setting.name, "method": task.method.label,
+        "registry_method": task.method.method, "image": task.image, "seed": task.seed,
+        "status": "error" if error else "ok", "error": error,
+        # ``seconds`` is the method's own time when the task reports it (no imports, I/O)
+        "seconds": elapsed, **metrics, "task_seconds": elapsed,
+        "warnings": sorted({f"{w.category.__name__}: {str(w.message)[:200]}" for w in caught}),
+        "versions": versions(), "pid": os.getpid(), "torch_threads": torch.get_num_threads(),
+        "finished": datetime.now(timezone.utc).isoformat(),
+    }
+    write_json(Path(folder) / TASKS_DIR / f"{task.key}.json", row)
+    return row
+
+
+def _error_row(task: Task, folder, err: BaseException) -> dict:
+    """Record a task Dask gave up on (e.g. its worker died too often)."""
+    from .._io import write_json
+
+    row = {"key": task.key, "setting": task.setting.name, "method": task.method.label,
+           "registry_method": task.method.method, "image": task.image, "seed": task.seed,
+           "status": "error", "seconds": float("nan"),
+           "error": "".join(traceback.format_exception(type(err), err, err.__traceback__)),
+           "versions": versions(), "finished": datetime.now(timezone.utc).isoformat()}
+    write_json(Path(folder) / TASKS_DIR / f"{task.key}.json", row)
+    return row
+
+
+def _connect(scheduler, workers, timeout):
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        if workers is not None:
+            raise ValueError("workers must be None with scheduler (the cluster has its own), "
+                             f"got workers={workers}")
+        if not isinstance(scheduler, str) or not scheduler:
+            raise TypeError(f"scheduler must be an address string, got {scheduler!r}")
+        try:
+            return Client(scheduler, timeout=timeout, set_as_default=False), None
+        except (OSError, TimeoutError) as err:
+            raise ValueError(f"scheduler {scheduler!r} is unreachable within {timeout} s: "
+                             f"{err}") from None
+    if workers is not None:
+        n = workers
+    elif hasattr(os, "sched_getaffinity"):  # the cores this process may use (Linux)
+        n = len(os.sched_getaffinity(0))
+    else:
+        n = os.cpu_count() or 1
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs=logging.ERROR,
+                           env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    try:
+        return Client(cluster, set_as_default=False), cluster
+    except BaseException:
+        cluster.close()
+        raise
+
+
+def run_study(config: StudyConfig, out, *, workers: int | None = None,
+              scheduler: str | None = None, progress: bool = True, retries: int = 2,
+              connect_timeout: float = 10.0, task_fn=None, report: bool = True) -> StudyRun:
+    """Run (or resume) a study into the folder ``out`` and write its report.
+
+    Tasks already done (see :func:`~.tasks.task_is_done`) are skipped; tasks
+    that ended in ``error`` are run again.
+
+    Parameters
+    ----------
+    config : StudyConfig
+    out : str or Path
+        Study folder; created, or resumed if it holds the same study.
+    workers : int, optional
+        Worker processes of the local cluster (default: one per core).
+    scheduler : str, optional
+        Address of an existing Dask scheduler (``tcp://host:8786``) instead of
+        a local cluster.
+    progress : bool
+        A tqdm bar over tasks.
+    retries : int
+        Dask retries of a task whose execution raised outside the task body
+        (a task on a worker that dies is rescheduled by Dask itself).
+    connect_timeout : float
+        Seconds to wait for ``scheduler``.
+    task_fn : callable, optional
+        ``task_fn(task, folder) -> dict``; default :func:`~.tasks.run_task`
+        (a hook for tests and custom experiments; must be importable on workers).
+    report : bool
+        Write ``results.csv``, ``summary.md`` and figures at the end.
+
+    Returns
+    -------
+    StudyRun
+
+    Raises
+    ------
+    ValueError
+        Invalid config (see :meth:`StudyConfig.validate`), a folder of another
+        study or version, an unreachable ``scheduler``.
+    """
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    if not isinstance(config, StudyConfig):
+        raise TypeError(f"config must be a StudyConfig, got {type(config).__name__}")
+    if workers is not None:
+        from ..._validation import check_int
+
+        check_int("workers", workers, minimum=1)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+    if not connect_timeout > 0:
+        raise ValueError(f"connect_timeout must be > 0, got {connect_timeout!r}")
+    start = time.perf_counter()
+    config.validate()
+    folder = Path(out)
+    exists = _check_folder(config, folder)
+    tasks = study_tasks(config)
+    pending = [t for t in tasks if not (exists and task_is_done(folder, t))]
+    rows = []
+    if pending:
+        # Connect before writing anything: an unreachable scheduler leaves no folder behind.
+        client, cluster = _connect(scheduler, workers, connect_timeout)
+        try:
+            prepare_folder(config, folder)
+            futures = {}
+            for t in pending:
+                fut = client.submit(execute_task, t, str(folder), task_fn, 1,
+                                    key=f"study-{t.key}-{uuid.uuid4().hex[:8]}", pure=False,
+                                    retries=retries)
+                futures[fut] = t
+            bar = tqdm(total=len(pending), desc=f"study {config.name}", disable=not progress)
+            for fut in as_completed(futures, loop=client.loop):
+                try:
+                    row = fut.result()
+                except Exception as err:  # e.g. KilledWorker after repeated worker deaths
+                    row = _error_row(futures[fut], folder, err)
+                rows.append(row)
+                bar.update(1)
+            bar.close()
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    if report:
+        from .report import write_report
+
+        write_report(folder)
+    return StudyRun(folder=folder, total=len(tasks), skipped=len(tasks) - len(pending),
+                    executed=len(rows), errors=sum(r["status"] == "error" for r in rows),
+                    seconds=time.perf_counter() - start, rows=rows)

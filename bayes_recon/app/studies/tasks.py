@@ -1,0 +1,195 @@
+"""One study task: (setting, method, test image) → a row of metrics (and a posterior ``.nc``).
+
+Study folder layout (everything a report needs)::
+
+    study.json            config, package version, folder format
+    tasks/<key>.json      one row per finished task (written last, atomically)
+    posteriors/<key>.nc   ArviZ InferenceData of a posterior (truth in constant_data)
+    results.csv, summary.md, summary.csv, figures/*.png   written by the report
+
+A task is *done* when ``tasks/<key>.json`` parses, names the task and, if it
+points to a ``.nc``, that file exists: the row is written after the ``.nc``, so
+a task killed in between is simply run again.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import platform
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import MethodSpec, Setting, StudyConfig
+
+__all__ = ["Task", "study_tasks", "run_task", "task_is_done", "read_row", "versions",
+           "ROW_METRICS", "TASKS_DIR", "POSTERIORS_DIR"]
+
+TASKS_DIR = "tasks"
+POSTERIORS_DIR = "posteriors"
+#: Metric columns of a row (NaN where a method has no posterior).
+ROW_METRICS = ("psnr", "ssim", "mse", "coverage_50", "coverage_90", "coverage_95",
+               "calibration_error", "test_log_likelihood", "ause")
+
+
+def _slug(text: str) -> str:
+    text = text.lower().replace("σ", "sigma")
+    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One cell entry: ``method`` on test digit ``image`` under ``setting``.
+
+    Attributes
+    ----------
+    setting : Setting
+    method : MethodSpec
+    image : int
+        Index into ``digits("test", size=setting.size)``.
+    seed : int
+        Seeds the measurement noise and the method; equal for all methods of
+        one (setting, image), so methods are compared on the same data.
+    """
+
+    setting: Setting
+    method: MethodSpec
+    image: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """File stem, unique within a study: ``ct28-a20-n5__tv__0003``."""
+        return f"{self.setting.name}__{_slug(self.method.label)}__{self.image:04d}"
+
+
+def _task_seed(base: int, setting: Setting, image: int) -> int:
+    # A stable hash (not Python's salted hash()) so reruns and other machines agree.
+    return zlib.crc32(f"{base}/{setting.name}/{image}".encode()) % (2 ** 31)
+
+
+def study_tasks(config: StudyConfig) -> list[Task]:
+    """Every task of ``config``, ordered setting → method → image."""
+    if not isinstance(config, StudyConfig):
+        raise TypeError(f"config must be a StudyConfig, got {type(config).__name__}")
+    return [Task(s, m, i, _task_seed(config.seed, s, i))
+            for s in config.settings for m in config.methods for i in range(config.images)]
+
+
+def versions() -> dict:
+    """Versions recorded in every row and in ``study.json``."""
+    import dask
+    import distributed
+    import torch
+
+    from ... import __version__
+
+    return {"bayes_recon": __version__, "torch": torch.__version__, "dask": dask.__version__,
+            "distributed": distributed.__version__, "python": platform.python_version()}
+
+
+def read_row(folder, task: Task) -> dict | None:
+    """The stored row of ``task``, or None if it is absent or unreadable."""
+    path = Path(folder) / TASKS_DIR / f"{task.key}.json"
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return row if isinstance(row, dict) and row.get("key") == task.key else None
+
+
+def task_is_done(folder, task: Task) -> bool:
+    """True when ``task`` finished with status ``ok`` and its files are complete."""
+    row = read_row(folder, task)
+    if row is None or row.get("status") != "ok":
+        return False
+    nc = row.get("posterior_file")
+    return nc is None or (Path(folder) / nc).is_file()
+
+
+@functools.lru_cache(maxsize=8)
+def _prior(spec: str, size: int):
+    from ..methods import load_prior
+
+    return load_prior(spec, size)  # one load per worker process and prior
+
+
+@functools.lru_cache(maxsize=4)
+def _test_digits(size: int):
+    from ...data import digits
+
+    return digits("test", size=size)
+
+
+def run_task(task: Task, folder) -> dict:
+    """Run one task; writes ``posteriors/<key>.nc`` for posteriors, returns its metrics.
+
+    Parameters
+    ----------
+    task : Task
+    folder : str or Path
+        The study folder.
+
+    Returns
+    -------
+    dict
+        :data:`ROW_METRICS` (NaN where not applicable), ``coverage_levels`` and
+        ``coverage`` (all levels, for pooled calibration curves),
+        ``noise_std``, ``seconds`` (wall time of the method alone),
+        ``posterior_file`` (relative path or None) and the method's ``info``.
+    """
+    import time
+
+    from ...data import simulate
+    from ...data.problems import ProblemConfig, build_operator
+    from ...metrics import psnr, ssim
+    from .._io import write_netcdf
+    from ..methods import run_method
+
+    s, m = task.setting, task.method
+    op = build_operator(ProblemConfig(s.problem, size=s.size, angles=s.angles, spokes=s.spokes,
+                                      seed=task.seed))
+    truth = _test_digits(s.size)[task.image : task.image + 1]
+    meas = simulate(op, truth, relative_noise=s.relative_noise, seed=task.seed)
+    prior = _prior(m.prior, s.size) if m.prior is not None else None
+    start = time.perf_counter()
+    result = run_method(m.settings(task.seed), op, meas.y, meas.noise_std, prior)
+    seconds = time.perf_counter() - start
+    x = result.x.detach().to(truth.dtype)
+    nan = float("nan")
+    out = {k: nan for k in ROW_METRICS}
+    out.update(psnr=float(psnr(truth, x, data_range=1.0)[0]),
+               ssim=float(ssim(truth, x, data_range=1.0)[0]),
+               mse=float((truth - x).square().mean()),
+               noise_std=meas.noise_std, seconds=seconds, posterior_file=None,
+               coverage_levels=None, coverage=None, info=_jsonable(result.info))
+    if result.posterior is not None:
+        from ...diagnostics import DEFAULT_LEVELS, calibration, to_arviz
+
+        post = result.posterior
+        report = calibration(post, truth[0], levels=DEFAULT_LEVELS)
+        out.update(coverage_50=report.coverage_at(0.5), coverage_90=report.coverage_at(0.9),
+                   coverage_95=report.coverage_at(0.95),
+                   calibration_error=report.calibration_error,
+                   test_log_likelihood=report.test_log_likelihood, ause=report.ause,
+                   coverage_levels=list(report.levels), coverage=list(report.coverage))
+        rel = f"{POSTERIORS_DIR}/{task.key}.nc"
+        write_netcdf(Path(folder) / rel, to_arviz(post, truth=truth[0], y=meas.y[0]))
+        out["posterior_file"] = rel
+    return out
+
+
+def _jsonable(value):
+    """Method info as plain JSON (numbers, strings, lists, dicts); others as ``repr``."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return repr(value)

@@ -232,6 +232,13 @@ def time_today_evaluations(la, n):
     return secs
 
 
+def _reemit(caught):
+    """Re-emit warnings recorded for the row (never filtered away)."""
+    import warnings as _w
+    for w in caught:
+        _w.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def scaling_row(size, args):
     """Everything for one size (run inside its own subprocess); returns a dict."""
     import resource
@@ -240,7 +247,9 @@ def scaling_row(size, args):
     x, angles, label = scaling_problem(size)
     op = ParallelBeamCT(size, angles)
     meas = simulate(op, x, 0.05, seed=0)
-    iters = {28: args.dip_iterations_28}.get(size, args.dip_iterations_large)
+    iters = {28: args.dip_iterations_28, 128: args.dip_iterations_128 or args.dip_iterations_large}.get(
+        size, args.dip_iterations_large)
+    n_samples = 1000 if size == 28 else args.num_samples_large
     gamma = args.tv_scale * meas.noise_std
     rss = PeakRSS()
     row = {"size": size, "problem": label, "angles": angles, "m": op.range_size,
@@ -280,6 +289,7 @@ def scaling_row(size, args):
                 v["warnings"] = sorted({w.category.__name__ for w in caught})
                 row["variants"][name] = v
                 del la
+                _reemit(caught)
                 continue
             t0 = time.perf_counter()
             ev = la.optimise_evidence()
@@ -287,13 +297,14 @@ def scaling_row(size, args):
             v["hyper_evaluations"], v["hyper_converged"] = ev.evaluations, ev.converged
             v["stop_reason"], v["hyperparameters"] = ev.stop_reason, ev.hyperparameters
             t0 = time.perf_counter()
-            post = la.sample(1000, seed=0)
-            v["samples_s"] = time.perf_counter() - t0
+            post = la.sample(n_samples, seed=0)
+            v["samples_measured"], v["samples_measured_s"] = n_samples, time.perf_counter() - t0
+            # Draws are independent batches of config.sample_batch_size: time is linear in the count.
+            v["samples_s"] = v["samples_measured_s"] * 1000 / n_samples
             v["solver_converged"] = bool(post.extras.get("solver_converged", True))
             v["peak_rss"] = rss.read()
             v["warnings"] = sorted({w.category.__name__ for w in caught})
-        for w in caught:    # re-emit (never filtered away)
-            _w.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        _reemit(caught)
         v.update(_calib(post, x))
         v["total_s"] = row["dip_s"] + v["setup_s"] + v["hyper_s"] + v["samples_s"]
         row["variants"][name] = v
@@ -304,7 +315,7 @@ def scaling_row(size, args):
 
 
 def _mb(b):
-    return f"{b / 2**30:.2f} GB" if b >= 2**30 else f"{b / 2**20:.0f} MB"
+    return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"
 
 
 def scaling_table(rows, args):
@@ -321,18 +332,25 @@ def scaling_table(rows, args):
             dims = f"{v['N']} / {v['P']} / {v['m_rows']}"
             if v.get("extrapolated"):
                 spe = float(np.median(v["seconds_per_evaluation"]))
-                n28 = args._evals_28
-                est = spe * n28 if n28 else float("nan")
-                txt = f"> 1 h (est. {est / 3600:.1f} h)" if est > 3600 else f"≈ {est:.0f} (extrapolated)"
+                n28 = getattr(args, "_evals_28", None) or args.today_evaluation_count
+                if n28:
+                    est = spe * n28
+                    txt = f"> 1 h (est. {est / 3600:.1f} h)" if est > 3600 else f"≈ {est:.0f} (extrapolated)"
+                else:
+                    n28, txt = "?", "not extrapolated (no 28² evaluation count; pass --today-evaluation-count)"
                 lines.append(head + f"today: {v['path']} L-BFGS, fit exp. (not run) | {dims} | {r['dip_s']:.0f} | "
                              f"{v['jacobian_s']:.1f} | {txt}: {spe:.1f} s/eval × {n28} evals | — | — | "
                              f"{_mb(v['peak_rss'])} | {r['psnr_dip']:.2f} / — | — | — | — |")
                 continue
             cov = "/".join(f"{c:.2f}" for c in v["coverage"])
+            if not v.get("hyper_converged", True) and name != "default":
+                cov += f" ({v['hyper_evaluations']} EM it., not converged; {v.get('samples_measured', 1000)} draws)"
+            samp = f"{v['samples_s']:.1f}" + ("" if v.get("samples_measured", 1000) == 1000 else
+                                               f" (extrap. from {v['samples_measured']})")
             label = ("today: " if name == "default" else "") + f"{v['path']} {'L-BFGS' if name == 'default' else 'EM'}" \
                 + (", fit exp." if name == "default" else ", lin. exp.") + (" + g-prior" if name.endswith("+g") else "")
             lines.append(head + f"{label} | {dims} | {r['dip_s']:.0f} | {v['jacobian_s']:.1f} | {v['hyper_s']:.1f} | "
-                         f"{v['samples_s']:.1f} | {v['total_s']:.0f} | {_mb(v['peak_rss'])} | "
+                         f"{samp} | {v['total_s']:.0f} | {_mb(v['peak_rss'])} | "
                          f"{r['psnr_dip']:.2f} / {v['psnr_mean']:.2f} | {cov} | {v['calibration_error']:.3f} | "
                          f"{v['test_ll']:.3f} |")
     return "\n".join(lines)
@@ -351,7 +369,9 @@ def run_sizes(args):
                    "--dip-iterations-large", str(args.dip_iterations_large), "--lr-sizes", str(args.lr_sizes),
                    "--threads", str(args.threads), "--today-evaluations", str(args.today_evaluations),
                    "--chunk", str(args.chunk), "--tv-scale", str(args.tv_scale),
-                   "--em-iterations", str(args.em_iterations), "--em-samples", str(args.em_samples)]
+                   "--em-iterations", str(args.em_iterations), "--em-samples", str(args.em_samples),
+                   "--num-samples-large", str(args.num_samples_large),
+                   "--dip-iterations-128", str(args.dip_iterations_128 or args.dip_iterations_large)]
             if args.progress:
                 cmd.append("--progress")
             if args.g_prior_variant:
@@ -366,8 +386,8 @@ def run_sizes(args):
                 row = json.load(f)
         rows.append(row)
         d = row["variants"].get("default", {})
-        if size == 28 or not getattr(args, "_evals_28", None):
-            args._evals_28 = d.get("hyper_evaluations") or getattr(args, "_evals_28", None)
+        if size == 28:
+            args._evals_28 = d.get("hyper_evaluations")
         print(json.dumps(row, default=float), flush=True)
         print(scaling_table(rows, args), flush=True)
     text = scaling_table(rows, args)
@@ -397,9 +417,15 @@ def main(argv=None):
                    help="scaling table (issue 10) at these image sizes, e.g. 28 64 128")
     p.add_argument("--dip-iterations-28", type=int, default=300)
     p.add_argument("--dip-iterations-large", type=int, default=1000)
+    p.add_argument("--dip-iterations-128", type=int, default=None)
+    p.add_argument("--num-samples-large", type=int, default=1000,
+                   help="posterior draws made above 28² (the 1000-sample time is extrapolated linearly)")
     p.add_argument("--lr-sizes", type=float, default=1e-3)
     p.add_argument("--today-evaluations", type=int, default=3,
                    help="evidence evaluations of today's matrix-free L-BFGS path to time (then extrapolate)")
+    p.add_argument("--today-evaluation-count", type=int, default=None,
+                   help="evaluations to extrapolate today's path with when 28² is not in --sizes "
+                        "(default: the count of the 28² L-BFGS run in the same command)")
     p.add_argument("--chunk", type=int, default=16, help="LaplaceConfig.jacobian_chunk of the EM variant")
     p.add_argument("--em-iterations", type=int, default=40, help="LaplaceConfig.em_iterations of the EM variant")
     p.add_argument("--em-samples", type=int, default=32, help="LaplaceConfig.em_samples of the EM variant")

@@ -35,7 +35,9 @@ from .methods import (
 from ..data import PROBLEMS, digits, ellipses, natural_patches, shepp_logan, simulate
 from ..metrics import psnr, ssim
 from .own_data import build_problem, parse_noise_std, staged_output
+from .argtypes import NONNEG_INT, POS_INT, int_at_least, nonnegative_float, positive_float
 from .runs import write_run
+from .studies.command import add_study_parser
 
 __all__ = ["main", "build_parser", "load_image", "settings_from_args", "classical_reconstruction",
            "CLASSICAL_METHODS", "ALL_METHODS", "IMAGES"]
@@ -44,32 +46,6 @@ IMAGES = ("shepp_logan", "digit", "ellipse", "patch")
 DEFAULT_SIZE = 64
 
 
-def _int_at_least(minimum: int):
-    """argparse type: an int >= ``minimum`` (argparse names the option in its error)."""
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
-        return value
-    parse.__name__ = f"integer >= {minimum}"  # what argparse prints for unparsable text
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {value}")
-    return value
-
-
-def _nonnegative_float(text: str) -> float:
-    value = float(text)
-    if not (value >= 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {value}")
-    return value
-
-
-POS_INT, NONNEG_INT = _int_at_least(1), _int_at_least(0)
 
 
 def load_image(name: str, size: int, index: int = 0) -> torch.Tensor:
@@ -258,7 +234,7 @@ def _add_problem_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("problem")
     g.add_argument("--problem", choices=PROBLEMS, default="ct",
                    help="forward model (ct: parallel beam; ct-fan: fan beam, flat detector)")
-    g.add_argument("--size", type=_int_at_least(4), default=None,
+    g.add_argument("--size", type=int_at_least(4), default=None,
                    help=f"image side length in pixels (default: the prior's image size, "
                    f"else {DEFAULT_SIZE})")
     g.add_argument("--angles", type=POS_INT, default=None,
@@ -266,7 +242,7 @@ def _add_problem_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--detectors", type=POS_INT, default=None,
                    help="CT: detector count (default: from --measurement, else covering the image)")
     g.add_argument("--spokes", type=POS_INT, default=30, help="MRI: number of radial spokes")
-    g.add_argument("--noise", type=_positive_float, default=0.05,
+    g.add_argument("--noise", type=positive_float, default=0.05,
                    help="relative noise of a simulated measurement: noise_std = noise * mean|A x|")
     g.add_argument("--image", default=None, metavar="NAME|FILE",
                    help=f"simulate the measurement from this image: one of {', '.join(IMAGES)} "
@@ -284,11 +260,11 @@ def _add_problem_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--image-shape", type=POS_INT, nargs="+", default=None, metavar="N",
                    help="--operator: the image the matrix's columns stand for, H W (row-major)")
     fan = p.add_argument_group("fan-beam CT (--problem ct-fan)")
-    fan.add_argument("--source-distance", type=_positive_float, default=None,
+    fan.add_argument("--source-distance", type=positive_float, default=None,
                      help="source to rotation centre, in pixels (default 2 * size)")
-    fan.add_argument("--detector-distance", type=_positive_float, default=None,
+    fan.add_argument("--detector-distance", type=positive_float, default=None,
                      help="rotation centre to the flat detector, in pixels (default size)")
-    fan.add_argument("--detector-spacing", type=_positive_float, default=None,
+    fan.add_argument("--detector-spacing", type=positive_float, default=None,
                      help="detector pitch in pixels (default: covering the image)")
     fan.add_argument("--scan", choices=("full", "short"), default="full",
                      help="full circle or short scan (pi + fan angle, Parker weights)")
@@ -314,9 +290,9 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
     rec.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     c = rec.add_argument_group("classical methods")
-    c.add_argument("--tikhonov-weight", type=_positive_float, default=0.01,
+    c.add_argument("--tikhonov-weight", type=positive_float, default=0.01,
                    help="Tikhonov weight in units of ||A||^2")
-    c.add_argument("--tv-weight", type=_positive_float, default=0.05,
+    c.add_argument("--tv-weight", type=positive_float, default=0.05,
                    help="TV weight in units of noise_std * ||A|| (data term 1/2||Ax-y||^2)")
     c.add_argument("--tv-iterations", type=POS_INT, default=1000,
                    help="Chambolle-Pock iterations of tv")
@@ -331,7 +307,7 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
     s.add_argument("--x-steps", type=POS_INT, default=20,
                    help="gradient steps per x-step of alternating")
     s.add_argument("--restarts", type=POS_INT, default=4, help="csgm starts (encoder + random)")
-    s.add_argument("--temperature", type=_positive_float, default=1.0, help="latent prior scale T")
+    s.add_argument("--temperature", type=positive_float, default=1.0, help="latent prior scale T")
     s.add_argument("--num-chains", type=POS_INT, default=2, help="nuts/laplace chains")
     s.add_argument("--warmup", type=NONNEG_INT, default=None,
                    help="NUTS warm-up steps per chain (default: --num-samples)")
@@ -342,8 +318,8 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
     d = rec.add_argument_group("deep image prior methods (dip, linearised-dip, mc-dropout-dip, "
                                "fixed-sigma-dip)")
     d.add_argument("--dip-iterations", type=POS_INT, default=1000, help="DIP Adam iterations")
-    d.add_argument("--dip-lr", type=_positive_float, default=1e-4, help="DIP Adam learning rate")
-    d.add_argument("--dip-tv-scale", type=_positive_float, default=3.0,
+    d.add_argument("--dip-lr", type=positive_float, default=1e-4, help="DIP Adam learning rate")
+    d.add_argument("--dip-tv-scale", type=positive_float, default=3.0,
                    help="DIP TV weight in units of noise_std (estimated from the FBP residual "
                    "with --noise-std estimate)")
     d.add_argument("--dip-channels", type=POS_INT, default=32, help="U-Net channels per scale")
@@ -353,63 +329,8 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
                    help="mc-dropout-dip: channel dropout probability")
     d.add_argument("--evidence-iterations", type=POS_INT, default=200,
                    help="linearised-dip: evidence (type-II) optimisation iterations")
-    d.add_argument("--predcp-scale", type=_nonnegative_float, default=0.0,
+    d.add_argument("--predcp-scale", type=nonnegative_float, default=0.0,
                    help="linearised-dip: TV-PredCP rate kappa on the hyperparameters (0: off)")
-
-
-def cmd_study_run(args: argparse.Namespace) -> int:
-    from .studies import load_config, preset, run_study
-
-    if (args.preset is None) == (args.config is None):
-        raise ValueError("study run needs exactly one of --preset NAME or --config FILE")
-    config = preset(args.preset) if args.preset else load_config(args.config)
-    run = run_study(config.with_images(args.images), args.out, workers=args.workers,
-                    scheduler=args.scheduler, progress=not args.no_progress,
-                    retries=args.retries, connect_timeout=args.connect_timeout)
-    print(f"study {config.name}: {run.total} tasks, {run.skipped} already done, "
-          f"{run.executed} run ({run.errors} errors), {run.seconds:.0f} s -> "
-          f"{run.folder / 'summary.md'}")
-    return 1 if run.errors else 0
-
-
-def cmd_study_report(args: argparse.Namespace) -> int:
-    from .studies import write_report
-
-    written = write_report(args.study_dir)
-    print(f"{len(written['cells'])} cells -> {Path(args.study_dir) / 'summary.md'}")
-    return 0
-
-
-def _add_study_parser(sub) -> None:
-    """``study run`` and ``study report`` (calibration studies on Dask, docs/studies.md)."""
-    from .studies.config import PRESETS
-
-    study = sub.add_parser("study", help="calibration studies over test sets on Dask",
-                           description="Run a grid of settings x methods x test images on a "
-                           "Dask cluster into a resumable folder, and aggregate it.")
-    ssub = study.add_subparsers(dest="study_command", required=True)
-    run = ssub.add_parser("run", help="run or resume a study",
-                          description="One Dask task per (setting, method, image); a rerun "
-                          "skips finished tasks. Writes results.csv and summary.md at the end.")
-    run.add_argument("--preset", choices=sorted(PRESETS), default=None, help="a preset study")
-    run.add_argument("--config", default=None, help="a study TOML file (instead of --preset)")
-    run.add_argument("--out", required=True, help="study folder (resumed if it exists)")
-    run.add_argument("--workers", type=POS_INT, default=None,
-                     help="local worker processes (default: one per core)")
-    run.add_argument("--scheduler", default=None,
-                     help="address of an existing Dask scheduler, e.g. tcp://host:8786")
-    run.add_argument("--images", type=POS_INT, default=None,
-                     help="number of test images (default: the preset's)")
-    run.add_argument("--retries", type=NONNEG_INT, default=2, help="Dask retries per task")
-    run.add_argument("--connect-timeout", type=_positive_float, default=10.0,
-                     help="seconds to wait for --scheduler")
-    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    run.set_defaults(func=cmd_study_run)
-    rep = ssub.add_parser("report", help="aggregate a study folder",
-                          description="Write results.csv, summary.csv, summary.md and figures "
-                          "from the study folder alone.")
-    rep.add_argument("study_dir", help="folder written by bayes-recon study run")
-    rep.set_defaults(func=cmd_study_report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -482,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=1,
                       help="torch intra-op threads (default 1: the problems are small)")
     demo.set_defaults(func=cmd_demo)
-    _add_study_parser(sub)
+    add_study_parser(sub)
     return parser
 
 

@@ -84,20 +84,13 @@ def parse_noise_std(text: str | None, simulated: bool) -> tuple[str, float | Non
     return "known", value
 
 
-def _strip(shape) -> tuple:
-    """A stored array's shape without leading axes of length 1."""
-    shape = tuple(int(s) for s in shape)
-    while shape and shape[0] == 1:
-        shape = shape[1:]
-    return shape
-
-
 def build_operator(args, size: int, measurement_shape=None):
     """The forward operator of ``--operator`` or ``--problem`` and the geometry flags.
 
     ``measurement_shape`` is the shape stored in ``--measurement`` (or None); for the CT
     problems it supplies the angle and detector counts that were not given.
     """
+    from ..data.files import strip_leading_ones
     from ..data.problems import ProblemConfig
     from ..data.problems import build_operator as build_named
     from ..operators import load_sparse_operator
@@ -108,8 +101,8 @@ def build_operator(args, size: int, measurement_shape=None):
             raise ValueError("--operator needs --image-shape H W (the image the matrix's "
                              "columns stand for, row-major)")
         range_shape = None
-        if measurement_shape is not None and len(_strip(measurement_shape)) > 1:
-            range_shape = _strip(measurement_shape)  # rows in the file's row-major order
+        if measurement_shape is not None and len(strip_leading_ones(measurement_shape)) > 1:
+            range_shape = strip_leading_ones(measurement_shape)  # rows in the file's row-major order
         return load_sparse_operator(args.operator, tuple(args.image_shape), range_shape)
     if args.image_shape is not None:
         raise ValueError("--image-shape is only used with --operator; the built-in problems "
@@ -119,7 +112,7 @@ def build_operator(args, size: int, measurement_shape=None):
         names = ", ".join("--" + f.replace("_", "-") for f in given)
         raise ValueError(f"{names} only apply to --problem ct-fan, got --problem {args.problem}")
     angles, detectors = args.angles, args.detectors
-    file_shape = _strip(measurement_shape) if measurement_shape is not None else None
+    file_shape = strip_leading_ones(measurement_shape) if measurement_shape is not None else None
     if args.problem in CT_PROBLEMS and file_shape is not None and len(file_shape) == 2:
         angles = file_shape[0] if angles is None else angles
         detectors = file_shape[1] if detectors is None else detectors
@@ -146,14 +139,15 @@ def build_problem(args, size: int, builtin_images: tuple, load_builtin) -> UserP
         ``(name, size, index) -> (1, 1, size, size)`` for those names.
     """
     from ..data import load_image, load_measurement, simulate
+    from ..data.files import match_range_shape
 
     if args.measurement is not None:
         if args.image is not None:
             raise ValueError("give either --measurement (reconstruct measured data) or --image "
                              "(simulate a measurement from an image), not both")
-        raw = load_measurement(args.measurement, dataset=args.dataset)
+        raw = load_measurement(args.measurement, dataset=args.dataset)  # read once
         op = build_operator(args, size, measurement_shape=raw.shape[1:])
-        y = load_measurement(args.measurement, dataset=args.dataset, range_shape=op.range_shape)
+        y = match_range_shape(raw, op.range_shape, str(args.measurement))
         if op.complex_range != y.is_complex():
             kind = "complex k-space" if op.complex_range else "a real sinogram"
             raise ValueError(f"{args.measurement}: --problem {args.problem} expects {kind}, "

@@ -202,11 +202,31 @@ def _read_measurement_array(path: str, dataset) -> np.ndarray:
     return np.asarray(arr)
 
 
-def _strip_leading_ones(shape) -> tuple:
+def strip_leading_ones(shape) -> tuple:
+    """``shape`` without its leading axes of length 1."""
     shape = tuple(shape)
     while shape and shape[0] == 1:
         shape = shape[1:]
     return shape
+
+
+def match_range_shape(y: torch.Tensor, range_shape, source: str = "y") -> torch.Tensor:
+    """``y`` ``(1, *shape)`` as ``(1, *range_shape)``, equal up to leading axes of length 1.
+
+    Raises a ``ValueError`` naming ``source`` (a file or argument) when the shapes
+    differ, with a hint when a 2-D sinogram looks transposed.
+    """
+    expected = tuple(int(s) for s in range_shape)
+    shape = tuple(y.shape[1:])
+    if strip_leading_ones(shape) != strip_leading_ones(expected):
+        hint = ""
+        if len(shape) == 2 and shape[::-1] == strip_leading_ones(expected):
+            hint = ("; it looks transposed (skimage's radon returns (detectors, angles)): "
+                    "save its transpose")
+        raise ValueError(f"{source}: the measurement has shape {shape}, but the "
+                         f"operator expects {expected} (leading axes of length 1 may be "
+                         f"omitted){hint}")
+    return y.reshape(1, *expected)
 
 
 def load_measurement(path, dataset: str | None = None, range_shape=None) -> torch.Tensor:
@@ -264,15 +284,5 @@ def load_measurement(path, dataset: str | None = None, range_shape=None) -> torc
         arr = arr.astype(np.complex128 if arr.dtype == np.complex128 else np.complex64)
     elif arr.dtype not in (np.float32, np.float64):
         arr = arr.astype(np.float32)
-    if range_shape is not None:
-        expected = tuple(int(s) for s in range_shape)
-        if _strip_leading_ones(arr.shape) != _strip_leading_ones(expected):
-            hint = ""
-            if arr.ndim == 2 and arr.shape[::-1] == _strip_leading_ones(expected):
-                hint = ("; it looks transposed (skimage's radon returns (detectors, angles)): "
-                        "save its transpose")
-            raise ValueError(f"{path}: the measurement has shape {arr.shape}, but the "
-                             f"operator expects {expected} (leading axes of length 1 may be "
-                             f"omitted){hint}")
-        arr = arr.reshape(expected)
-    return torch.from_numpy(np.ascontiguousarray(arr))[None]
+    y = torch.from_numpy(np.ascontiguousarray(arr))[None]
+    return y if range_shape is None else match_range_shape(y, range_shape, path)

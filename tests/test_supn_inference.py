@@ -403,13 +403,13 @@ def _mri_psnr_table(n_images, spokes, methods):
     for n_spokes in spokes:
         op = ops.MRI(28, ops.radial_mask(28, n_spokes))
         m = simulate(op, x, 0.05, seed=n_spokes)
-        table[("zero-filled", None, n_spokes)] = float(psnr(op.adjoint(m.y), x, 1.0).mean())
+        table[("zero-filled", None, n_spokes)] = float(psnr(x, op.adjoint(m.y), data_range=1.0).mean())
         for name in PRIORS:
             prior = load_pretrained(name)
             for method in methods:
                 rec = map_estimate(m.y, op, prior, m.noise_std, method=method, progress=False,
                                    config=MAPConfig(max_iterations=15, restarts=2))
-                table[(method, name, n_spokes)] = float(psnr(rec.x.clamp(0, 1), x, 1.0).mean())
+                table[(method, name, n_spokes)] = float(psnr(x, rec.x.clamp(0, 1), data_range=1.0).mean())
     return table
 
 

@@ -508,3 +508,28 @@ def test_preconditioned_nuts_uses_hessian_mass_and_laplace_starts():
                            config=SamplingConfig(warmup=20, max_tree_depth=4, mass="diagonal", init="map"),
                            progress=False)
     assert old.extras["mass"] == "diagonal" and "hessian" not in old.extras
+
+
+@pytest.mark.parametrize("num_samples,mass,adapt,expected", [
+    (500, "hessian", False, sampling_module.HESSIAN_WARMUP),  # step size only: a short warm-up
+    (50, "hessian", False, 50),
+    (500, "hessian", True, 500),  # the mass matrix adapts too: warm-up = draws
+    (300, "diagonal", True, 300),
+])
+def test_default_warmup_depends_on_what_adapts(monkeypatch, num_samples, mass, adapt, expected):
+    seen = []
+
+    def fake_run_nuts(potential_fn, counter, start, n, warmup, *args, **kwargs):
+        seen.append(warmup)
+        d = start.shape[-1]
+        stats = {k: np.zeros(n, dtype=np.int64) for k in NUTS_STATS}
+        return torch.zeros(n, 1, d, dtype=F64), stats, {"acceptance_rate": 1.0, "divergences": []}
+
+    monkeypatch.setattr(sampling_module, "_run_nuts", fake_run_nuts)
+    vae, op = tiny_prior(size=6), ops.Blur(6, ops.gaussian_kernel(1.0, 3))
+    _, _, y = measurement(op, vae, 0.1, batch=1)
+    cfg = SamplingConfig(mass=mass, adapt_mass_matrix=adapt, map_steps=2)
+    z_init = torch.zeros(1, vae.config.latent_dim, dtype=F64)
+    root = torch.eye(vae.config.latent_dim, dtype=F64)
+    sampling_module._nuts_latents(y, op, vae, 0.1, num_samples, 2, 0, cfg, False, z_init, root)
+    assert seen == [expected, expected]

@@ -167,3 +167,48 @@ def test_bits_per_pixel_of_standard_normal_data():
     n = 100
     nats = torch.tensor(n * 0.5 * math.log(2 * math.pi * math.e))
     assert float(bits_per_pixel(nats, n)) == pytest.approx(2.047, abs=1e-3)
+
+
+def test_copy_mean_network_from_a_stage2_checkpoint_and_a_saved_prior(tmp_path):
+    from bayes_recon.models import copy_mean_network
+    from bayes_recon.models.training import MEAN_NETWORK, mean_network_state
+
+    train, val = _digit_data()
+    stage1 = TrainConfig(stage1_epochs=2, stage2_epochs=0, batch_size=50, patience=100, seed=0)
+    structured = train_prior(_tiny(radius=2), train, val, stage1, checkpoint_dir=tmp_path / "s",
+                             progress=False).model
+    structured.save(tmp_path / "s.safetensors")
+    for source in (tmp_path / "s", tmp_path / "s.safetensors"):
+        diagonal = copy_mean_network(_tiny("diagonal"), mean_network_state(source))
+        for name in MEAN_NETWORK:
+            for (k, a), b in zip(getattr(structured, name).state_dict().items(),
+                                 getattr(diagonal, name).state_dict().values()):
+                torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+    # Stage 2 alone changes the covariance head and leaves the copied networks frozen.
+    before = {k: v.clone() for k, v in diagonal.state_dict().items()}
+    cfg = TrainConfig(stage1_epochs=0, stage2_epochs=2, batch_size=50, patience=100, seed=0)
+    trained = train_prior(diagonal, train, val, cfg, progress=False)
+    after = trained.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.split(".")[0] in MEAN_NETWORK)
+    assert not torch.equal(before["log_diag_head.weight"], after["log_diag_head.weight"])
+    assert [h["stage"] for h in trained.history] == [2, 2]
+
+
+def test_copy_mean_network_bad_input(tmp_path):
+    from bayes_recon.models import copy_mean_network
+    from bayes_recon.models.training import mean_network_state
+
+    with pytest.raises(ValueError, match="widths"):
+        copy_mean_network(_tiny("diagonal"), _tiny(widths=(4,)))
+    with pytest.raises(ValueError, match="'encoder'"):
+        copy_mean_network(_tiny("diagonal"), {"mean_head.weight": torch.zeros(1)})
+    with pytest.raises(TypeError, match="source"):
+        copy_mean_network(_tiny("diagonal"), "not a prior")
+    from bayes_recon.models.checkpoint import save_tensors
+
+    with pytest.raises(ValueError, match="no training checkpoint"):
+        mean_network_state(tmp_path)
+    # A checkpoint written during stage 1 holds a mean network still being fitted.
+    save_tensors(tmp_path / "checkpoint", {"model.mean_head.bias": torch.zeros(1)}, {"stage": 1, "epoch": 3})
+    with pytest.raises(ValueError, match="not finished stage 1"):
+        mean_network_state(tmp_path)

@@ -12,6 +12,7 @@ listed in :mod:`bayes_recon.app.methods`, the one method registry.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import sys
 import time
 from pathlib import Path
@@ -192,7 +193,8 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
     from ..data.prior_sets import prior_training_data
     from ..models.checkpoint import save_model
     from ..models.supn_vae import SUPNConfig, SUPNVAE
-    from ..models.training import TrainConfig, evaluate_nll, train_prior
+    from ..models.training import (TrainConfig, copy_mean_network, evaluate_nll, mean_network_state,
+                                   train_prior)
 
     data = prior_training_data(args.dataset, size=args.size, num_patches=args.num_patches,
                                seed=args.seed)
@@ -205,6 +207,9 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
     with torch.random.fork_rng(devices=[]):  # seeded weight initialisation
         torch.manual_seed(args.seed)
         model = SUPNVAE(config)
+    if args.mean_from is not None:  # stage 1 is taken from another prior, not trained
+        copy_mean_network(model, mean_network_state(args.mean_from))
+        train_config = replace(train_config, stage1_epochs=0)
     out = Path(args.out)
     start = time.perf_counter()
     result = train_prior(model, data.train, data.val, train_config, checkpoint_dir=out,
@@ -373,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--patience", type=int, default=15, help="epochs without validation gain before a stage stops")
     tp.add_argument("--num-patches", type=int, default=20000, help="patches dataset size")
     tp.add_argument("--seed", type=int, default=0, help="seed of the data split, patches and weights")
+    tp.add_argument("--mean-from", default=None, metavar="PATH",
+                    help="skip stage 1: copy the encoder and mean decoder of a trained prior "
+                         "(a model .safetensors, or a training folder past stage 1), e.g. a "
+                         "diagonal baseline sharing a structured prior's mean network")
     tp.add_argument("--out", required=True, help="output folder (resumes a checkpoint there)")
     tp.add_argument("--no-progress", action="store_true", help="hide progress bars")
     tp.set_defaults(func=cmd_train_prior)

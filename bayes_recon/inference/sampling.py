@@ -53,6 +53,11 @@ __all__ = ["SAMPLING_METHODS", "NUTS_STATS", "MAX_TREE_DEPTH", "SamplingConfig",
 SAMPLING_METHODS = ("nuts", "laplace", "laplace-is")
 
 
+#: Default NUTS warm-up with the Hessian mass matrix: dual averaging of the step size
+#: settles within ~100 steps there (CT 28², 10 angles: step size 0.70–0.71 after 150).
+HESSIAN_WARMUP = 200
+
+
 @dataclass
 class SamplingConfig:
     """Settings of :func:`sample_posterior`.
@@ -60,7 +65,10 @@ class SamplingConfig:
     Attributes
     ----------
     warmup : int or None
-        NUTS warm-up (adaptation) steps per chain; None uses ``num_samples``.
+        NUTS warm-up (adaptation) steps per chain. None: ``min(num_samples,
+        HESSIAN_WARMUP)`` with ``mass="hessian"`` and no mass adaptation (only
+        the step size adapts, and the chains start from Laplace draws, already
+        in the typical set), else ``num_samples``.
     max_tree_depth : int
         NUTS tree-depth bound, 1 to :data:`MAX_TREE_DEPTH` (at most
         ``2^depth − 1`` gradient evaluations per draw).
@@ -139,7 +147,10 @@ def _nuts_latents(y, op, prior, sigma, num_samples, num_chains, seed, cfg, progr
     initial inverse mass matrix (``cfg.mass="hessian"``) and the starts
     (``cfg.init="laplace"``). Returns ``(chains, draws, d)``, stats, acceptance rates.
     """
-    warmup = num_samples if cfg.warmup is None else cfg.warmup
+    warmup = cfg.warmup
+    if warmup is None:
+        step_size_only = cfg.mass == "hessian" and not cfg.adapt_mass_matrix
+        warmup = min(num_samples, HESSIAN_WARMUP) if step_size_only else num_samples
     d = z_init.shape[-1]
     inv_mass = None if cfg.mass == "diagonal" else cov_root @ cov_root.T
     kwargs = {"temperature": cfg.temperature, "method": cfg.evidence, "slq": cfg.slq}

@@ -7,7 +7,7 @@ from .pretrained import available_denoisers, available_priors, load_pretrained, 
 from .program import reconstruction_model
 from .supn_vae import COVARIANCES, SUPNConfig, SUPNVAE
 from .unet import UNet, UNetConfig
-from .training import TrainConfig, TrainResult, evaluate_nll, train_prior
+from .training import TrainConfig, TrainResult, copy_mean_network, evaluate_nll, train_prior
 
 __all__ = [
     "SUPNVAE",
@@ -16,6 +16,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "train_prior",
+    "copy_mean_network",
     "evaluate_nll",
     "load_pretrained",
     "available_priors",

@@ -115,6 +115,87 @@ def evaluate_nll(model: SUPNVAE, data: torch.Tensor, stage: int = 2, seed: int =
     return float(bits_per_pixel(torch.tensor(total / data.shape[0]), data[0].numel()))
 
 
+#: Modules fitted in stage 1 (and frozen in stage 2): what :func:`copy_mean_network` copies.
+MEAN_NETWORK = ("encoder", "mean_trunk", "mean_head")
+
+
+def copy_mean_network(model: SUPNVAE, source) -> SUPNVAE:
+    """Give ``model`` the stage-1 networks (encoder, mean decoder) of ``source``, in place.
+
+    A diagonal prior trained from a structured prior's stage-1 weights differs
+    from it only in the covariance head: the controlled comparison of held-out
+    likelihoods. Train the result with ``stage1_epochs=0``.
+
+    Parameters
+    ----------
+    model : SUPNVAE
+        Receives the weights.
+    source : SUPNVAE or dict of str to torch.Tensor
+        A trained prior, or a state dict holding ``encoder.*``, ``mean_trunk.*``
+        and ``mean_head.*`` (a stage-2 training checkpoint's ``model.*`` entries).
+
+    Returns
+    -------
+    SUPNVAE
+        ``model``.
+
+    Raises
+    ------
+    ValueError
+        If the two networks' image size, channels, latent dimension or widths differ.
+    """
+    if not isinstance(model, SUPNVAE):
+        raise TypeError(f"model must be a SUPNVAE, got {type(model).__name__}")
+    if isinstance(source, SUPNVAE):
+        for key in ("image_size", "channels", "latent_dim", "widths"):
+            a, b = getattr(model.config, key), getattr(source.config, key)
+            if a != b:
+                raise ValueError(f"source prior has {key}={b}, model has {key}={a}: "
+                                 "the mean networks must have the same shape")
+        state = source.state_dict()
+    elif isinstance(source, dict):
+        state = source
+    else:
+        raise TypeError(f"source must be a SUPNVAE or a state dict, got {type(source).__name__}")
+    for name in MEAN_NETWORK:
+        module = getattr(model, name)
+        sub = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
+        own = module.state_dict()
+        if set(sub) != set(own) or any(sub[k].shape != own[k].shape for k in own):
+            raise ValueError(f"source has no matching {name!r} weights for this model "
+                             "(image size, channels, latent dimension and widths must agree)")
+        module.load_state_dict(sub)
+    return model
+
+
+def mean_network_state(path) -> dict:
+    """Stage-1 weights for :func:`copy_mean_network`, read from ``path``.
+
+    Parameters
+    ----------
+    path : path
+        A saved prior (``.safetensors`` with its ``.json``), or a training
+        folder whose checkpoint is past stage 1 (stage 2 leaves the encoder and
+        mean decoder frozen at their best stage-1 weights).
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        A state dict with at least the ``encoder.*``, ``mean_trunk.*`` and
+        ``mean_head.*`` entries.
+    """
+    path = Path(path)
+    if path.is_dir():
+        ckpt = path / "checkpoint"
+        if not ckpt.with_suffix(".json").is_file():
+            raise ValueError(f"mean_from: {path} holds no training checkpoint (checkpoint.json)")
+        tensors, meta = load_tensors(ckpt)
+        if meta.get("stage") != 2:
+            raise ValueError(f"mean_from: the training in {path} has not finished stage 1 yet")
+        return {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    return SUPNVAE.load(path).state_dict()
+
+
 def _stage_parameters(model: SUPNVAE, stage: int):
     if stage == 1:
         mods = [model.encoder, model.mean_trunk, model.mean_head]

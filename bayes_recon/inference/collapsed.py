@@ -5,30 +5,7 @@ Pyro program :func:`bayes_recon.models.collapsed_model` (layer 3) can use it;
 every name stays importable from here.
 """
 
-from ..models.marginal import (  # noqa: F401  (re-exports)
-    DENSE_EVIDENCE_MAX_PIXELS,
-    EVIDENCE_METHODS,
-    NotPositiveDefiniteError,
-    PosteriorPrecisionOperator,
-    SLQConfig,
-    choose_evidence_method,
-    collapsed_log_likelihood,
-    collapsed_log_posterior,
-    decode64,
-    gram_matrix,
-    latent_log_prior,
-)
+from ..models import marginal as _marginal
+from ..models.marginal import *  # noqa: F401,F403  (re-exports, listed once in marginal.__all__)
 
-__all__ = [
-    "EVIDENCE_METHODS",
-    "DENSE_EVIDENCE_MAX_PIXELS",
-    "SLQConfig",
-    "PosteriorPrecisionOperator",
-    "NotPositiveDefiniteError",
-    "collapsed_log_likelihood",
-    "collapsed_log_posterior",
-    "latent_log_prior",
-    "choose_evidence_method",
-    "decode64",
-    "gram_matrix",
-]
+__all__ = list(_marginal.__all__)

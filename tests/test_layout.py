@@ -2,7 +2,7 @@
 
 Layers, bottom up::
 
-    0 ground        bayes_recon, _validation, metrics (image quality), posterior
+    0 ground        bayes_recon, _validation, _atomic, metrics (image quality), posterior
     1 operators, distributions  (independent of each other)
     2 data
     3 models, pretrained
@@ -32,6 +32,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "bayes_recon"
 LAYERS = {
     "bayes_recon": 0,
     "bayes_recon._validation": 0,
+    "bayes_recon._atomic": 0,
     "bayes_recon.metrics": 0,
     "bayes_recon.posterior": 0,
     "bayes_recon.operators": 1,

@@ -1,30 +1,14 @@
-"""Atomic file writing for run outputs (temp file in the same folder + rename)."""
+"""Run outputs (JSON, npy, PNG, TIFF, bytes), each written with :func:`bayes_recon._atomic.atomic_write`."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-
-def atomic_write(path, write) -> Path:
-    """Call ``write(fh)`` on a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+from .._atomic import atomic_write
 
 
 def write_json(path, data: dict) -> Path:
@@ -76,14 +60,4 @@ def write_netcdf(path, idata) -> Path:
 
     netCDF writers need a file name, not a handle, so the temporary file is named.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        idata.to_netcdf(str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
-    return path
+    return atomic_write(path, lambda tmp: idata.to_netcdf(tmp), by_name=True)

@@ -7,13 +7,13 @@ model class name, its config and free metadata (training command, NLL, split).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
+
+from .._atomic import atomic_write
 
 FORMAT_VERSION = 1
 
@@ -25,19 +25,6 @@ def _paths(path) -> tuple[Path, Path]:
     return path, path.with_suffix(".json")
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_tensors(path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     """Write ``tensors`` to ``path.safetensors`` and ``meta`` to ``path.json``, atomically.
 
@@ -46,10 +33,10 @@ def save_tensors(path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     st_path, json_path = _paths(path)
     # Clone: safetensors refuses tensors that share storage (e.g. model and best weights).
     cpu = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}
-    _atomic_write(st_path, lambda tmp: save_file(cpu, tmp))
+    atomic_write(st_path, lambda fh: fh.write(save(cpu)))
     meta = {"format_version": FORMAT_VERSION, **meta}
     text = json.dumps(meta, indent=2, sort_keys=True)
-    _atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(json_path, lambda fh: fh.write(text.encode()))
     return st_path
 
 

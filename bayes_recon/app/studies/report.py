@@ -156,7 +156,7 @@ def _calibration_figure(curves: dict, title: str, path: Path) -> None:
 
 
 def _save(fig, path: Path) -> None:
-    from .._io import atomic_write
+    from ..._atomic import atomic_write
 
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
 

@@ -26,24 +26,8 @@ from bayes_recon.inference.linearised.linalg import CholeskyJitterWarning
 from bayes_recon.inference.linearised.optimise import lbfgs_maximise
 from bayes_recon.inference.linearised.predcp import TVPredCP
 from bayes_recon.inference.linearised.weight_prior import MaternFilterPrior
-from bayes_recon.models.unet import UNet, UNetConfig
 from bayes_recon.operators import MRI, MatrixOperator, ParallelBeamCT, radial_mask
-
-TINY = UNetConfig(channels=4, skip_channels=(0, 4, 4))
-
-
-def _random_fit(op, size=8, seed=0):
-    """A DIPFit of a tiny float64 U-Net with random weights (no fitting needed for these checks)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = UNet(TINY).double().eval().requires_grad_(False)
-    z = torch.rand(1, 1, size, size, generator=gen, dtype=torch.float64)
-    x = torch.rand(1, 1, size, size, generator=gen, dtype=torch.float64)
-    y = op(x)
-    with torch.no_grad():
-        xs = net(z)
-    return DIPFit(net, z, xs, np.zeros(1), y, 1.0, 0, 0.0)
+from linearised_fits import random_unet_fit, small_conv_fit
 
 
 def _matern(ls, k=3):
@@ -81,7 +65,7 @@ def _dense_jacobian(fit, groups):
 # ------------------------------------------------- numerical trouble is reported
 def test_scalable_evidence_cg_short_of_tolerance_warns_and_is_recorded():
     op = ParallelBeamCT(8, 5)
-    fit = _random_fit(op)
+    fit = random_unet_fit(op)
     # Two CG iterations against a rank-2 preconditioner cannot reach 1e-4 on m = 60.
     cfg = LaplaceConfig(path="scalable", max_cg_iterations=2, lanczos_iterations=2, preconditioner_rank=2,
                         num_probes=4)
@@ -147,7 +131,7 @@ def test_lbfgs_stalled_line_search_is_not_convergence():
 
 def test_optimise_evidence_budget_stop_warns_and_is_not_converged():
     op = ParallelBeamCT(8, 5)
-    la = LinearisedLaplace(_random_fit(op), op, progress=False)
+    la = LinearisedLaplace(random_unet_fit(op), op, progress=False)
     with pytest.warns(EvidenceConvergenceWarning, match="max_iter"):
         res = la.optimise_evidence(iterations=1, progress=False)
     assert not res.converged and not res.optimiser_converged and res.stop_reason == "max_iter"
@@ -157,7 +141,7 @@ def test_optimise_evidence_budget_stop_warns_and_is_not_converged():
 # ------------------------------------------------------- lengthscale bound
 def test_lengthscale_outside_bounds_raises_naming_it():
     op = ParallelBeamCT(8, 5)
-    fit = _random_fit(op)
+    fit = random_unet_fit(op)
     with pytest.raises(ValueError, match="config.init_lengthscale"):
         LinearisedLaplace(fit, op, config=LaplaceConfig(init_lengthscale=100.0), progress=False)
     la = LinearisedLaplace(fit, op, progress=False)
@@ -169,7 +153,7 @@ def test_lengthscale_outside_bounds_raises_naming_it():
 
 def test_bounded_lengthscale_gradient_near_the_bounds_matches_finite_differences():
     op = ParallelBeamCT(8, 5)
-    la = LinearisedLaplace(_random_fit(op), op, progress=False)
+    la = LinearisedLaplace(random_unet_fit(op), op, progress=False)
     lo, hi = LOG_LENGTHSCALE_BOUNDS
     names = [la.groups[gi].name for gi in la.prior.matern_groups]
     # Alternate 0.1 inside the lower and the upper bound (the old clamp had zero gradient beyond).
@@ -199,23 +183,10 @@ def test_bounded_lengthscale_gradient_near_the_bounds_matches_finite_differences
 
 
 # ----------------------------------------- scalable evidence gradient vs FD
-def _small_conv_fit(op, size=8, seed=0):
-    """A two-layer tanh conv net (two 3x3 groups; nonlinear, but cheap forward-mode products)."""
-    gen = torch.Generator().manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.Conv2d(3, 1, 3, padding=1))
-    net = net.double().requires_grad_(False)
-    for p in net.parameters():
-        p.copy_(0.5 * torch.randn(p.shape, generator=gen, dtype=torch.float64))
-    z = torch.rand(1, 1, size, size, generator=gen, dtype=torch.float64)
-    y = op(torch.rand(1, 1, size, size, generator=gen, dtype=torch.float64))
-    with torch.no_grad():
-        xs = net(z)
-    return DIPFit(net, z, xs, np.zeros(1), y, 1.0, 0, 0.0)
-
 
 def test_scalable_evidence_gradient_matches_finite_differences():
     op = ParallelBeamCT(8, 3)
-    fit = _small_conv_fit(op)
+    fit = small_conv_fit(op)
     probes = 128
     # Nyström rank 64 >= m makes the preconditioner exact: the forward value (log|P| plus SLQ
     # of P⁻¹K_yy = I, whatever the probes) is then exact, so its finite differences are the
@@ -273,7 +244,7 @@ def _anisotropic_tv(x):
 
 def test_matrix_free_tv_predcp_equals_dense_and_a_direct_computation():
     op = ParallelBeamCT(8, 5)
-    fit = _random_fit(op)
+    fit = random_unet_fit(op)
     groups = linearised_groups(fit.network)
     prior = MaternFilterPrior(groups)
     dense = NetworkJacobian(fit.network, fit.input, groups, dense=True)
@@ -345,7 +316,7 @@ def test_nystrom_preconditioner_exact_at_full_rank_and_improves_conditioning():
 def test_mri_evidence_and_kernel_equal_dense_computation(path):
     size = 8
     op = MRI(size, radial_mask(size, 3))
-    fit = _random_fit(op, size=size)
+    fit = random_unet_fit(op, size=size)
     assert fit.y.is_complex()
     cfg = LaplaceConfig(path=path, preconditioner_rank=256, num_probes=4, cg_tolerance=1e-10)
     la = LinearisedLaplace(fit, op, noise_std=0.05, config=cfg, progress=False)

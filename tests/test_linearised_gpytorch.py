@@ -11,54 +11,24 @@ from __future__ import annotations
 import math
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from gpytorch.distributions import MultivariateNormal
 from linear_operator.operators import LinearOperator as LOBase
-from torch import nn
 
 from bayes_recon.inference.dip import DIPFit
 from bayes_recon.inference.linearised.gp import LinearisedHyperparameters, TVPredCPPrior
 from bayes_recon.inference.linearised.laplace import LaplaceConfig, LinearisedLaplace
 from bayes_recon.inference.linearised.sampling import RunningMoments
-from bayes_recon.models.unet import UNet, UNetConfig
 from bayes_recon.operators import CGConvergenceWarning, MatrixOperator, ParallelBeamCT
-
-TINY = UNetConfig(channels=4, skip_channels=(0, 4, 4))
-
-
-def _fit(op, size, seed=0):
-    """A float64 tiny U-Net with random weights as a DIPFit (no fitting needed)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = UNet(TINY).double().eval().requires_grad_(False)
-    z = torch.rand(1, 1, size, size, generator=gen, dtype=torch.float64)
-    y = op(torch.rand(1, 1, size, size, generator=gen, dtype=torch.float64))
-    with torch.no_grad():
-        xs = net(z)
-    return DIPFit(net, z, xs, np.zeros(1), y, 1.0, 0, 0.0)
-
-
-def _small_conv_fit(op, size=8, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.Conv2d(3, 1, 3, padding=1))
-    net = net.double().requires_grad_(False)
-    for p in net.parameters():
-        p.copy_(0.5 * torch.randn(p.shape, generator=gen, dtype=torch.float64))
-    z = torch.rand(1, 1, size, size, generator=gen, dtype=torch.float64)
-    y = op(torch.rand(1, 1, size, size, generator=gen, dtype=torch.float64))
-    with torch.no_grad():
-        xs = net(z)
-    return DIPFit(net, z, xs, np.zeros(1), y, 1.0, 0, 0.0)
+from linearised_fits import random_unet_fit, small_conv_fit
 
 
 # ------------------------------------------------------------ the GPyTorch model
 @pytest.mark.parametrize("size,angles", [(16, 3), (28, 2)])
 def test_marginal_log_prob_and_gradient_match_exact_path_and_fd(size, angles):
     op = ParallelBeamCT(size, angles)
-    fit = _fit(op, size)
+    fit = random_unet_fit(op, size)
     exact = LinearisedLaplace(fit, op, config=LaplaceConfig(path="exact", expansion="linearised"), progress=False)
     # Nyström rank >= m: the preconditioner is exact, so SLQ's log-determinant and CG are exact
     # up to rounding (1e-8 relative); the backward pass is a 64-probe Hutchinson estimate.
@@ -94,7 +64,7 @@ def test_marginal_log_prob_and_gradient_match_exact_path_and_fd(size, angles):
 
 def test_tv_predcp_is_a_swappable_gpytorch_prior():
     op = ParallelBeamCT(8, 5)
-    la = LinearisedLaplace(_fit(op, 8), op, config=LaplaceConfig(predcp_samples=4), progress=False)
+    la = LinearisedLaplace(random_unet_fit(op, 8), op, config=LaplaceConfig(predcp_samples=4), progress=False)
     with torch.no_grad():
         plain = float(la._functional("mll"))
         prior = la.predcp_prior(0.3)
@@ -111,7 +81,7 @@ def test_tv_predcp_is_a_swappable_gpytorch_prior():
 # ------------------------------------------------------------------ sample-based EM
 def test_em_reaches_the_exact_type2_optimum():
     op = ParallelBeamCT(8, 3)
-    fit = _small_conv_fit(op)
+    fit = small_conv_fit(op)
     ref = LinearisedLaplace(fit, op, noise_std=0.3, config=LaplaceConfig(path="exact", expansion="linearised"),
                             progress=False)
     best = ref.optimise_evidence(method="lbfgs", progress=False)
@@ -136,7 +106,7 @@ def test_em_reaches_the_exact_type2_optimum():
 # --------------------------------------------------------------- Matheron samples
 def test_matheron_samples_whitened_against_exact_posterior_16x16():
     op = ParallelBeamCT(16, 4)
-    fit = _fit(op, 16, seed=1)
+    fit = random_unet_fit(op, 16, seed=1)
     cfg = dict(expansion="linearised", cg_tolerance=1e-10, preconditioner_rank=128, sample_batch_size=500)
     exact = LinearisedLaplace(fit, op, config=LaplaceConfig(path="exact", **cfg), progress=False)
     scal = LinearisedLaplace(fit, op, config=LaplaceConfig(path="scalable", **cfg), progress=False)
@@ -158,7 +128,7 @@ def test_matheron_samples_whitened_against_exact_posterior_16x16():
 
 def test_running_moments_and_posterior_moments_match_stored_samples():
     op = ParallelBeamCT(8, 5)
-    la = LinearisedLaplace(_fit(op, 8), op, config=LaplaceConfig(path="scalable", sample_batch_size=7,
+    la = LinearisedLaplace(random_unet_fit(op, 8), op, config=LaplaceConfig(path="scalable", sample_batch_size=7,
                                                                  expansion="linearised"), progress=False)
     post = la.sample(30, seed=3, progress=False)
     mean, std, record = la.posterior_moments(30, seed=3, progress=False)
@@ -175,7 +145,7 @@ def test_running_moments_and_posterior_moments_match_stored_samples():
 # ------------------------------------------------------------------- bad input
 def test_memory_budget_too_small_names_the_setting():
     op = ParallelBeamCT(8, 5)
-    fit = _fit(op, 8)
+    fit = random_unet_fit(op, 8)
     with pytest.raises(ValueError, match="config.memory_budget"):
         LinearisedLaplace(fit, op, config=LaplaceConfig(memory_budget=1000.0), progress=False)
     with pytest.raises(ValueError, match="config.memory_budget"):
@@ -189,7 +159,7 @@ def test_hyperparameters_outside_constraints_raise():
     with pytest.raises(ValueError, match="LOG_LENGTHSCALE_BOUNDS"):
         h.set(log_lengthscale=torch.tensor([9.0], dtype=torch.float64))
     op = ParallelBeamCT(8, 5)
-    la = LinearisedLaplace(_fit(op, 8), op, progress=False)
+    la = LinearisedLaplace(random_unet_fit(op, 8), op, progress=False)
     with pytest.raises(ValueError, match="variance"):
         la.set_hyperparameters(variance={"inc": -1.0})
 
@@ -198,7 +168,7 @@ def test_cg_short_of_tolerance_in_em_warns_and_records_the_residual():
     op = ParallelBeamCT(8, 5)
     cfg = LaplaceConfig(path="scalable", expansion="linearised", max_cg_iterations=2, lanczos_iterations=2,
                         preconditioner_rank=2, em_samples=4)
-    la = LinearisedLaplace(_fit(op, 8), op, config=cfg, progress=False)
+    la = LinearisedLaplace(random_unet_fit(op, 8), op, config=cfg, progress=False)
     with pytest.warns(CGConvergenceWarning, match="relative residual"):
         res = la.optimise_evidence(iterations=2, method="em", progress=False)
     assert not res.converged and not res.numerics.converged
@@ -213,7 +183,7 @@ class _BadAdjoint(MatrixOperator):
 def test_operator_failing_adjointness_check_raises():
     gen = torch.Generator().manual_seed(0)
     op = _BadAdjoint(torch.randn(20, 64, generator=gen, dtype=torch.float64), (1, 8, 8))
-    fit = _fit(ParallelBeamCT(8, 5), 8)
+    fit = random_unet_fit(ParallelBeamCT(8, 5), 8)
     fit = DIPFit(fit.network, fit.input, fit.x, fit.loss_history, op(fit.x), 1.0, 0, 0.0)
     with pytest.raises(ValueError, match="adjointness"):
         LinearisedLaplace(fit, op, progress=False)

@@ -204,6 +204,57 @@ def test_nuts_tree_depth_and_steps_are_physical():
     assert (st2["num_steps"] <= 3).all() and (st2["tree_depth"] <= 2).all()
 
 
+
+def test_thinning_keeps_every_thin_th_transition_and_summarises_its_block():
+    """``thin=3``: the same chain as ``thin=1`` with 3× the draws (same seed), every third kept.
+
+    The kept draws must equal transitions 3, 6, … of the unthinned run bit for
+    bit, and each kept draw's stats summarise its block of three transitions.
+    """
+    def gaussian(counter):
+        def potential_fn(params):
+            counter[0] += 1
+            return 0.5 * (params["z"] / torch.tensor([1.0, 3.0], dtype=F64)).square().sum()
+        return potential_fn
+
+    start = torch.tensor([0.5, -1.0], dtype=F64)
+    c1, c3 = [0], [0]
+    z1, st1, info1 = _run_nuts(gaussian(c1), c1, start, 30, 20, seed=5, max_tree_depth=5)
+    z3, st3, info3 = _run_nuts(gaussian(c3), c3, start, 10, 20, seed=5, max_tree_depth=5, thin=3)
+    assert z3.shape == (10, 2)
+    torch.testing.assert_close(z3, z1[2::3], rtol=0, atol=0)
+    blocks = (10, 3)
+    np.testing.assert_array_equal(st3["num_steps"], st1["num_steps"].reshape(blocks).sum(1))
+    np.testing.assert_array_equal(st3["tree_depth"], st1["tree_depth"].reshape(blocks).max(1))
+    np.testing.assert_array_equal(st3["accepted"], st1["accepted"].reshape(blocks).any(1))
+    np.testing.assert_array_equal(st3["diverging"], st1["diverging"].reshape(blocks).any(1))
+    np.testing.assert_array_equal(st3["step_size"], st1["step_size"][2::3])
+    assert info3["divergences"] == info1["divergences"]
+    with pytest.raises(ValueError, match="thin"):
+        SamplingConfig(thin=0)
+
+
+def test_parallel_chains_give_the_draws_of_chains_run_one_after_another():
+    """``parallel_chains=True``: same seeds per chain, so the same draws and stats (one torch thread each)."""
+    vae, op, sigma = tiny_prior(size=8), blur8(), 0.1
+    _, _, y = measurement(op, vae, sigma, batch=1)
+    kw = dict(method="nuts", num_samples=6, num_chains=2, seed=3, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the two workers get one each; the reference runs on one too
+    try:
+        par = sample_posterior(y, op, vae, sigma, config=SamplingConfig(warmup=6, max_tree_depth=3,
+                                                                        parallel_chains=True), **kw)
+        torch.set_num_threads(1)
+        seq = sample_posterior(y, op, vae, sigma, config=SamplingConfig(warmup=6, max_tree_depth=3), **kw)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(par.z, seq.z, rtol=1e-12, atol=1e-12)
+    for key in NUTS_STATS:
+        np.testing.assert_array_equal(par.sample_stats[key], seq.sample_stats[key])
+    assert par.extras["num_divergences"] == seq.extras["num_divergences"]
+    with pytest.raises(TypeError, match="parallel_chains"):
+        SamplingConfig(parallel_chains="yes")
+
 def test_sample_posterior_nuts_stats_consistent():
     vae, op, sigma = tiny_prior(size=8), blur8(), 0.1
     _, _, y = measurement(op, vae, sigma, batch=1)

@@ -82,7 +82,7 @@ def _counting(model, counter):
 
 def _run_nuts(potential_fn, counter, start, num_samples, warmup, seed, max_tree_depth=6,
               target_accept=0.8, progress=False, *, model=None, model_args=(), model_kwargs=None,
-              inverse_mass_matrix=None, adapt_mass_matrix=True):
+              inverse_mass_matrix=None, adapt_mass_matrix=True, thin=1):
     """One NUTS chain with per-draw statistics from Pyro's public interface only.
 
     Parameters
@@ -109,6 +109,9 @@ def _run_nuts(potential_fn, counter, start, num_samples, warmup, seed, max_tree_
         started at ``M⁻¹ = inverse_mass_matrix``; None keeps Pyro's diagonal default.
     adapt_mass_matrix : bool
         Pyro's windowed mass-matrix adaptation during warm-up.
+    thin : int
+        Keep every ``thin``-th transition: ``num_samples · thin`` transitions
+        after warm-up, ``num_samples`` kept.
 
     Returns
     -------
@@ -118,11 +121,14 @@ def _run_nuts(potential_fn, counter, start, num_samples, warmup, seed, max_tree_
         Each ``(num_samples,)``: ``diverging`` (Pyro's divergence indices from
         the kernel's ``diagnostics()``, as ``MCMC.diagnostics()`` reports them),
         ``accepted`` (the draw moved away from the previous state; its mean is
-        Pyro's ``acceptance rate``), ``step_size``
+        Pyro's ``acceptance rate`` when ``thin=1``), ``step_size``
         (``kernel.step_size``), ``num_steps`` (potential-gradient evaluations
         = leapfrog steps of the trajectory), ``tree_depth`` (the NUTS doubling
         count: a trajectory of depth ``j`` has ``2^(j−1) ≤ num_steps ≤ 2^j − 1``
-        steps, so ``j`` is the bit length of ``num_steps``).
+        steps, so ``j`` is the bit length of ``num_steps``). With ``thin > 1``
+        each kept draw summarises the ``thin`` transitions that led to it:
+        divergence or move in any of them, gradient evaluations summed, the
+        largest tree depth, the last step size.
     info : dict
         ``acceptance_rate`` (float) and ``divergences`` (list of draw indices)
         from the kernel's ``diagnostics()``.
@@ -146,7 +152,7 @@ def _run_nuts(potential_fn, counter, start, num_samples, warmup, seed, max_tree_
             steps.append(delta)
             sizes.append(float(kernel.step_size))
             prevs.append(state["prev"])
-            if len(steps) == num_samples:
+            if len(steps) == num_samples * thin:
                 # The kernel's public diagnostics (what MCMC.diagnostics() reports per chain),
                 # read here because MCMC.diagnostics() also computes R-hat, which needs ≥ 4 draws.
                 diag = kernel.diagnostics()
@@ -162,24 +168,28 @@ def _run_nuts(potential_fn, counter, start, num_samples, warmup, seed, max_tree_
                                full_mass=inverse_mass_matrix is not None, on_setup=on_setup)
         if inverse_mass_matrix is not None:  # Pyro's public mass-matrix adapter setter
             kernel.mass_matrix_adapter = _InitialMassMatrix({("z",): inverse_mass_matrix})
-        mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup,
+        mcmc = MCMC(kernel, num_samples=num_samples * thin, warmup_steps=warmup,
                     initial_params={"z": start.detach().to(torch.float64)}, num_chains=1,
                     disable_progbar=not progress, hook_fn=hook)
         mcmc.run(*model_args, **(model_kwargs or {}))
-    z = mcmc.get_samples(group_by_chain=True)["z"][0].detach()  # (num_samples, *site shape)
+    z_all = mcmc.get_samples(group_by_chain=True)["z"][0].detach()  # (num_samples·thin, *site shape)
+    n = num_samples * thin
     diag = state["diag"]
     divergences = diag["divergences"]
-    diverging = np.zeros(num_samples, dtype=bool)
+    diverging = np.zeros(n, dtype=bool)
     diverging[divergences] = True
     # A rejected NUTS transition returns the previous state bit for bit.
-    accepted = np.array([not torch.equal(z[i], prevs[i].to(z.dtype)) for i in range(num_samples)])
+    accepted = np.array([not torch.equal(z_all[i], prevs[i].to(z_all.dtype)) for i in range(n)])
     num_steps = np.asarray(steps, dtype=np.int64)
+    depth = np.array([int(k).bit_length() for k in num_steps], dtype=np.int64)
+    blocks = (num_samples, thin)  # kept draw i closes transitions i·thin … (i+1)·thin − 1
     stats = {
-        "diverging": diverging,
-        "accepted": accepted,
-        "step_size": np.asarray(sizes, dtype=np.float64),
-        "num_steps": num_steps,
-        "tree_depth": np.array([int(k).bit_length() for k in num_steps], dtype=np.int64),
+        "diverging": diverging.reshape(blocks).any(1),
+        "accepted": accepted.reshape(blocks).any(1),
+        "step_size": np.asarray(sizes, dtype=np.float64).reshape(blocks)[:, -1],
+        "num_steps": num_steps.reshape(blocks).sum(1),
+        "tree_depth": depth.reshape(blocks).max(1),
     }
+    z = z_all[thin - 1::thin]
     info = {"acceptance_rate": diag["acceptance rate"], "divergences": divergences}
     return z, stats, info

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .._validation import check_choice, check_int, check_positive
 from ..models.collapsed import collapsed_model
 from ..models.program import check_reconstruction_inputs
+from .chains import available_cores, run_chains
 from .collapsed import SLQConfig, collapsed_log_posterior, decode64
 from .gaussian_posterior import GaussianImagePosterior, XSolverConfig
 from .latent_laplace import (  # noqa: F401  (LaplaceWarning, _fd_hessian, latent_hessian re-exported)
@@ -74,6 +75,17 @@ class SamplingConfig:
         ``2^depth − 1`` gradient evaluations per draw).
     target_accept : float
         Dual-averaging target acceptance probability.
+    parallel_chains : bool
+        Run the NUTS chains at the same time, one worker process each (up to
+        the number of cores; :func:`~bayes_recon.inference.chains.run_chains`),
+        with the same draws as one after another. Off by default: starting a
+        worker costs a few seconds of imports, more than a short chain.
+    thin : int
+        NUTS keeps every ``thin``-th transition (``num_samples · thin``
+        transitions per chain after warm-up). NUTS draws on a near-Gaussian
+        posterior are antithetic in ``z`` but correlated at lag 1 in ``|z −
+        median|``: ``thin=2`` costs twice the transitions and brings the folded
+        R-hat of 2 × 500 draws to its i.i.d. noise level (docs/supn_posterior.md).
     mass : {"hessian", "diagonal"}
         ``"hessian"``: dense mass matrix with ``M⁻¹ = H⁻¹`` from the Laplace
         fit at the collapsed MAP; ``"diagonal"``: Pyro's default (identity,
@@ -109,6 +121,8 @@ class SamplingConfig:
     warmup: int | None = None
     max_tree_depth: int = 6
     target_accept: float = 0.8
+    thin: int = 1
+    parallel_chains: bool = False
     mass: str = "hessian"
     adapt_mass_matrix: bool = False
     init: str = "laplace"
@@ -130,6 +144,9 @@ class SamplingConfig:
                              f"evaluations per draw), got {self.max_tree_depth}")
         if not 0 < self.target_accept < 1:
             raise ValueError(f"target_accept must lie in (0, 1), got {self.target_accept}")
+        check_int("thin", self.thin, minimum=1)
+        if not isinstance(self.parallel_chains, bool):
+            raise TypeError(f"parallel_chains must be a bool, got {self.parallel_chains!r}")
         check_choice("mass", self.mass, ("hessian", "diagonal"))
         check_choice("init", self.init, ("laplace", "map", "encoder"))
         check_positive("init_jitter", self.init_jitter, allow_zero=True)
@@ -139,43 +156,50 @@ class SamplingConfig:
         check_positive("hessian_step", self.hessian_step)
 
 
+def _nuts_chain(chain, y, op, prior, sigma, num_samples, warmup, seed, cfg, progress, z_init, cov_root,
+                inv_mass):
+    """One NUTS chain of :func:`_nuts_latents` (module level: it may run in a worker process)."""
+    d = z_init.shape[-1]
+    # Start draws on the latent's own device, seeded per chain.
+    gen = torch.Generator(device=z_init.device).manual_seed(seed + 1000 + chain)
+    eps = torch.randn(d, generator=gen, dtype=torch.float64, device=z_init.device)
+    start = z_init[0].to(torch.float64)
+    if cfg.init == "laplace":
+        start = start + cov_root @ eps
+    elif cfg.init == "map":
+        start = start + cfg.init_jitter * eps
+    kwargs = {"temperature": cfg.temperature, "method": cfg.evidence, "slq": cfg.slq}
+    z, st, info = _run_nuts(None, [0], start.reshape(1, d), num_samples, warmup, seed + chain,
+                            cfg.max_tree_depth, cfg.target_accept, progress, model=collapsed_model,
+                            model_args=(y, op, prior, sigma), model_kwargs=kwargs,
+                            inverse_mass_matrix=inv_mass,
+                            adapt_mass_matrix=cfg.adapt_mass_matrix or inv_mass is None, thin=cfg.thin)
+    return z.reshape(num_samples, d), st, info
+
+
 def _nuts_latents(y, op, prior, sigma, num_samples, num_chains, seed, cfg, progress, z_init,
                   cov_root=None):
-    """NUTS chains over ``z`` on :func:`collapsed_model` (one after the other).
+    """NUTS chains over ``z`` on :func:`collapsed_model` (in parallel with ``cfg.parallel_chains``).
 
     ``cov_root`` ``R`` (``R Rᵀ = H⁻¹``, from the Laplace fit) sets the dense
     initial inverse mass matrix (``cfg.mass="hessian"``) and the starts
-    (``cfg.init="laplace"``). Returns ``(chains, draws, d)``, stats, acceptance rates.
+    (``cfg.init="laplace"``). Returns ``(chains, draws, d)``, stats, acceptance
+    rates ``(chains,)`` and the number of divergent transitions (all, kept or thinned away).
     """
     warmup = cfg.warmup
     if warmup is None:
         step_size_only = cfg.mass == "hessian" and not cfg.adapt_mass_matrix
         warmup = min(num_samples, HESSIAN_WARMUP) if step_size_only else num_samples
-    d = z_init.shape[-1]
     inv_mass = None if cfg.mass == "diagonal" else cov_root @ cov_root.T
-    kwargs = {"temperature": cfg.temperature, "method": cfg.evidence, "slq": cfg.slq}
-    chains_z, stats, rates = [], {k: [] for k in NUTS_STATS}, []
-    for chain in range(num_chains):
-        # Start draws on the latent's own device, seeded per chain.
-        gen = torch.Generator(device=z_init.device).manual_seed(seed + 1000 + chain)
-        eps = torch.randn(d, generator=gen, dtype=torch.float64, device=z_init.device)
-        start = z_init[0].to(torch.float64)
-        if cfg.init == "laplace":
-            start = start + cov_root @ eps
-        elif cfg.init == "map":
-            start = start + cfg.init_jitter * eps
-        counter = [0]
-        z, st, info = _run_nuts(None, counter, start.reshape(1, d), num_samples, warmup, seed + chain,
-                                cfg.max_tree_depth, cfg.target_accept, progress, model=collapsed_model,
-                                model_args=(y, op, prior, sigma), model_kwargs=kwargs,
-                                inverse_mass_matrix=inv_mass,
-                                adapt_mass_matrix=cfg.adapt_mass_matrix or inv_mass is None)
-        chains_z.append(z.reshape(num_samples, d))
-        rates.append(info["acceptance_rate"])
-        for key in stats:
-            stats[key].append(st[key])
-    z = torch.stack(chains_z)  # (chains, draws, d)
-    return z, {k: np.stack(v) for k, v in stats.items()}, np.asarray(rates)
+    workers = min(num_chains, available_cores()) if cfg.parallel_chains else 1
+    chain_progress = progress and workers == 1  # worker processes would interleave their bars
+    runs = run_chains(_nuts_chain, [(chain, y, op, prior, sigma, num_samples, warmup, seed, cfg,
+                                     chain_progress, z_init, cov_root, inv_mass)
+                                    for chain in range(num_chains)], workers)
+    z = torch.stack([r[0] for r in runs])  # (chains, draws, d)
+    stats = {k: np.stack([r[1][k] for r in runs]) for k in NUTS_STATS}
+    rates = np.asarray([r[2]["acceptance_rate"] for r in runs])
+    return z, stats, rates, sum(len(r[2]["divergences"]) for r in runs)
 
 
 def _laplace_latents(z_map, cov_root, info, y, op, prior, sigma, num_samples, num_chains, seed, cfg,
@@ -290,7 +314,8 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
         ``hessian_num_clipped``, ``hessian_repaired`` (True when eigenvalues
         were clipped, which also warns :class:`LaplaceWarning`); NUTS:
         ``max_tree_depth``, ``mass``, ``acceptance_rate`` ``(chains,)``,
-        ``num_divergences``; Laplace: ``psis_khat``, ``psis_warning`` (True
+        ``num_divergences`` (every divergent transition, thinned away or
+        not), ``thin``; Laplace: ``psis_khat``, ``psis_warning`` (True
         when ``k̂ > 0.7``, which also warns :class:`ImportanceSamplingWarning`),
         ``importance_ess``, ``num_nonfinite_log_ratios``, ``log_ratio``
         ``(chains, draws)``; ``laplace-is``: ``resampled_unique``.
@@ -348,10 +373,10 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
     if cfg.init == "encoder" and nuts:
         z_start = z0
     if nuts:
-        z, stats, rates = _nuts_latents(y, op, prior, sigma, num_samples, num_chains, seed, cfg,
+        z, stats, rates, divergent = _nuts_latents(y, op, prior, sigma, num_samples, num_chains, seed, cfg,
                                         progress, z_start, cov_root)
         extras.update(max_tree_depth=cfg.max_tree_depth, mass=cfg.mass, acceptance_rate=rates,
-                      num_divergences=int(stats["diverging"].sum()))
+                      num_divergences=divergent, thin=cfg.thin)
     else:
         z, stats, more = _laplace_latents(z_start, cov_root, info, y, op, prior, sigma, num_samples,
                                           num_chains, seed, cfg, method)

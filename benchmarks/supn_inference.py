@@ -8,10 +8,12 @@ Usage::
 
 Posterior table (issue 11): one test image per problem — CT 28² (10, 20
 angles) and MRI 28² (30 spokes) with ``digits-supn``, CT 32² natural crops
-with ``patches-supn``, CT 64² with ``patches64-supn`` when shipped — and four
+with ``patches-supn``, CT 64² with ``patches64-supn`` when shipped — and the
 samplers of ``z``: issue 9's NUTS (diagonal mass, MAP + jitter start; stopped
 after ``--old-nuts-budget`` seconds, reported as "> budget"), the
-Hessian-preconditioned NUTS, Laplace and Laplace-IS, each 2 chains ×
+Hessian-preconditioned NUTS (library defaults; with ``thin=2``; with ``thin=2``
+and the two chains in parallel processes, one core each), Laplace and
+Laplace-IS (``--samplers`` selects by substring), each 2 chains ×
 ``--draws`` draws (issue 9's NUTS warm-up = draws, the new one the library
 default). Columns: wall time, min/mean bulk ESS, min tail ESS and
 min ESS/s over the latent coordinates (ArviZ), divergences, max R-hat, PSIS
@@ -168,6 +170,9 @@ def posterior_rows(problem, x, op, prior, draws, old_budget, seed=0, nuts_budget
         "NUTS (Hessian mass, Laplace starts)": ("nuts", SamplingConfig(evidence=evidence)),  # library defaults
         # the same, keeping every second transition (2 × draws transitions per chain)
         "NUTS (Hessian mass, Laplace starts, thin 2)": ("nuts", SamplingConfig(evidence=evidence, thin=2)),
+        # ... with the two chains at once, one core each
+        "NUTS (Hessian mass, Laplace starts, thin 2, parallel chains)": (
+            "nuts", SamplingConfig(evidence=evidence, thin=2, parallel_chains=True)),
         "Laplace": ("laplace", SamplingConfig(evidence=evidence)),
         "Laplace-IS": ("laplace-is", SamplingConfig(evidence=evidence)),
     }

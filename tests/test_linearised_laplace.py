@@ -25,6 +25,8 @@ from bayes_recon.inference.linearised.jacobian import NetworkJacobian, linearise
 from bayes_recon.inference.linearised.laplace import (EvidenceConvergenceWarning, LaplaceConfig,
                                                       LinearisedLaplace)
 from bayes_recon.inference.linearised.linalg import CholeskyError, CholeskyJitterWarning, robust_cholesky
+from bayes_recon.inference.linearised.pipeline import LinearisedDIPConfig, linearised_dip
+from bayes_recon.diagnostics import calibration
 from bayes_recon.inference.linearised.weight_prior import distance_classes
 from bayes_recon.models.unet import UNet, UNetConfig
 from bayes_recon.operators import MatrixOperator, ParallelBeamCT
@@ -364,7 +366,7 @@ def _calibration_run(n_digits, iterations, channels, lr=1e-4):
         la.optimise_evidence()
         std = la.posterior_covariance().diagonal().sqrt()
         scores["linearised-mll"].append(_gaussian_test_ll(fit.x, std, x))
-        la.optimise_evidence(predcp_scale=0.05)  # TV-MAP, the papers' recommended setting
+        la.optimise_evidence(predcp_scale=LinearisedDIPConfig.predcp_scale)  # TV-MAP, the default κ
         std = la.posterior_covariance().diagonal().sqrt()
         scores["linearised"].append(_gaussian_test_ll(fit.x, std, x))
         fixed = fixed_noise_posterior(fit, op, 2, seed=i)
@@ -378,11 +380,14 @@ def _calibration_run(n_digits, iterations, channels, lr=1e-4):
 
 
 def test_calibration_linearised_beats_baselines_fast():
-    """3 test digits, 20 angles, 5 % noise, short DIP runs of a 16-channel U-Net.
+    """3 test digits, 20 angles, 5 % noise, the default DIP schedule (300 steps, lr 1e-3) on a
+    16-channel U-Net.
 
-    "linearised" uses TV-MAP hyperparameters (κ = 0.05); MLL is reported in the message.
+    "linearised" uses TV-MAP hyperparameters (the default κ); MLL is reported in the message.
+    The DIP must be converged: after 400 steps at lr 1e-4 (not converged) κ = 20's intervals
+    were too narrow for the fit's larger error (test LL 0.68 vs MLL 1.02, fixed σ 0.71).
     """
-    s = _calibration_run(3, 400, 16)
+    s = _calibration_run(3, 300, 16, lr=1e-3)
     assert s["linearised"] > s["mc-dropout"], s
     assert s["linearised"] > s["fixed-sigma"], s
 
@@ -398,3 +403,45 @@ def test_calibration_linearised_beats_baselines_full():
     s = _calibration_run(10, 300, 32, lr=1e-3)
     assert s["linearised"] > s["mc-dropout"], s
     assert s["linearised"] > s["fixed-sigma"], s
+
+
+# TV-MAP's test log-likelihood at 20 angles, 5 % (issue 10): the bar the linearised DIP must clear.
+TV_MAP_TEST_LL = 2.184
+
+
+def _default_calibration(indices):
+    """``linearised_dip`` with the library defaults on held-out test digits (20 angles, 5 % noise, σ known).
+
+    Returns the mean over the digits of the 90 % coverage and of the Gaussian test
+    log-likelihood (nats per pixel) of the posterior samples against the truth.
+    """
+    op = ParallelBeamCT(28, 20)
+    truths = digits("test", 28)
+    cover, ll = [], []
+    for i in indices:
+        x = truths[i:i + 1]
+        meas = simulate(op, x, 0.05, seed=i)
+        res = linearised_dip(meas.y, op, meas.noise_std, LinearisedDIPConfig(), seed=i, progress=False)
+        report = calibration(res.posterior, x[0], levels=(0.9,), patch_sizes=())
+        cover.append(report.coverage[0])
+        ll.append(report.test_log_likelihood)
+    return float(np.mean(cover)), float(np.mean(ll)), cover
+
+
+def test_default_linearised_dip_is_calibrated_fast():
+    """Issue 10's calibration goal on 2 held-out test digits (κ was chosen on training digits).
+
+    Tolerance: mean 90 % coverage in [0.85, 0.95] and test LL above TV-MAP's 2.184 nats/pixel;
+    measured 0.907 and 0.901 coverage, LL 2.71 and 2.51 on these two digits.
+    """
+    cover, ll, per_digit = _default_calibration((0, 1))
+    assert 0.85 <= cover <= 0.95, per_digit
+    assert ll > TV_MAP_TEST_LL, ll
+
+
+@pytest.mark.slow
+def test_default_linearised_dip_is_calibrated_full():
+    """The same on 10 held-out test digits."""
+    cover, ll, per_digit = _default_calibration(range(10))
+    assert 0.85 <= cover <= 0.95, per_digit
+    assert ll > TV_MAP_TEST_LL, ll

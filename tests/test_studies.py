@@ -310,3 +310,25 @@ def report_of(folder):
     from bayes_recon.app.studies import write_report
 
     return write_report(folder)
+
+
+def test_one_worker_runs_in_this_process_and_restores_torch_threads(tmp_path):
+    """``workers=1``: the tasks run in a worker thread of this process (no process to start),
+    the rows are those of a plain loop, and torch's thread count is given back."""
+    import torch
+
+    from bayes_recon.app.studies import execute_task
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run = run_study(tiny_config(), tmp_path / "one", workers=1, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert run.executed == 3 and run.errors == 0
+    assert {row["pid"] for row in run.rows} == {os.getpid()}
+    loop = [execute_task(t, tmp_path / "loop", torch_threads=None) for t in study_tasks(tiny_config())]
+    by_key = {row["key"]: row for row in run.rows}
+    for row in loop:
+        assert by_key[row["key"]]["psnr"] == pytest.approx(row["psnr"], rel=1e-12)

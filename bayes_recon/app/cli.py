@@ -279,6 +279,8 @@ def _add_problem_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
+    from ..inference.linearised.pipeline import LinearisedDIPConfig  # its defaults are the CLI's
+
     rec.add_argument("--method", choices=ALL_METHODS, default="tv", metavar="METHOD",
                      help=f"classical: {', '.join(CLASSICAL_METHODS)}; SUPN MAP (needs --prior): "
                      f"{', '.join(SUPN_MAP_METHODS)}; SUPN posterior (needs --prior): "
@@ -322,8 +324,9 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
 
     d = rec.add_argument_group("deep image prior methods (dip, linearised-dip, mc-dropout-dip, "
                                "fixed-sigma-dip)")
-    d.add_argument("--dip-iterations", type=POS_INT, default=1000, help="DIP Adam iterations")
-    d.add_argument("--dip-lr", type=positive_float, default=1e-4, help="DIP Adam learning rate")
+    d.add_argument("--dip-iterations", type=POS_INT, default=LinearisedDIPConfig.iterations,
+                   help="DIP Adam iterations")
+    d.add_argument("--dip-lr", type=positive_float, default=LinearisedDIPConfig.lr, help="DIP Adam learning rate")
     d.add_argument("--dip-tv-scale", type=positive_float, default=3.0,
                    help="DIP TV weight in units of noise_std (estimated from the FBP residual "
                    "with --noise-std estimate)")
@@ -334,8 +337,8 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
                    help="mc-dropout-dip: channel dropout probability")
     d.add_argument("--evidence-iterations", type=POS_INT, default=200,
                    help="linearised-dip: evidence (type-II) optimisation iterations")
-    d.add_argument("--predcp-scale", type=nonnegative_float, default=0.0,
-                   help="linearised-dip: TV-PredCP rate kappa on the hyperparameters (0: off)")
+    d.add_argument("--predcp-scale", type=nonnegative_float, default=LinearisedDIPConfig.predcp_scale,
+                   help="linearised-dip: TV-PredCP rate kappa on the hyperparameters (0: plain MLL)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,8 +26,13 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
-def _set_threads(threads: int) -> None:
+def _init_worker(threads: int) -> None:
+    """Set up a chain worker (a process this module owns): torch threads, and quiet torch's
+    notices about rebuilding sparse CSR operators from shared memory (not numerical warnings:
+    they say that sparse CSR support is beta and unchecked by default)."""
     torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore", message="Sparse (CSR tensor support is in beta|invariant checks)",
+                            category=UserWarning)
 
 
 def _recording(fn, args):
@@ -62,7 +67,7 @@ def run_chains(fn, chain_args: list[tuple], workers: int = 1) -> list:
         return [fn(*args) for args in chain_args]
     threads = max(1, torch.get_num_threads() // workers)
     ctx = torch.multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_set_threads, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
         results = [f.result() for f in [pool.submit(_recording, fn, args) for args in chain_args]]
     for _, caught in results:
         for category, message, filename, lineno in caught:

@@ -25,6 +25,8 @@ fitted by
 * **MLL**: type-II maximum likelihood (maximise the evidence), or
 * **TV-MAP**: evidence plus the *TV predictive-complexity prior* on the lengthscales, which
   asks prior draws of the image to have small total variation (`predcp_scale = κ > 0`).
+  The library's default `κ = 20` was chosen on training digits so that 90 % intervals cover
+  about 90 % of the pixels of held-out digits; MLL's intervals are too wide (0.99–1.00).
 
 We compare both with two cheap baselines that share the DIP code: **MC dropout** (dropout kept
 on at test time) and a **fixed σ** (`x ~ N(x*, σ² I)` with σ fitted to the data residual).
@@ -39,7 +41,8 @@ import numpy as np
 
 from bayes_recon.data import digits, simulate
 from bayes_recon.diagnostics import calibration, plot_calibration_curve
-from bayes_recon.inference import LinearisedLaplace, fit_dip, fixed_noise_posterior, mc_dropout_posterior
+from bayes_recon.inference import (LinearisedDIPConfig, LinearisedLaplace, fit_dip, fixed_noise_posterior,
+                                   mc_dropout_posterior)
 from bayes_recon.metrics import psnr
 from bayes_recon.models import UNetConfig
 from bayes_recon.operators import ParallelBeamCT
@@ -47,7 +50,7 @@ from bayes_recon.operators import ParallelBeamCT
 CHANNELS = 16 if FAST else 32          # U-Net channels per scale (the papers use 32)
 ITERATIONS, LR = (300, 1e-3) if FAST else (1000, 1e-4)
 NUM_SAMPLES = 500 if FAST else 2000
-PREDCP_SCALE = 0.05                   # κ of the TV-PredCP (the papers' recommended value)
+PREDCP_SCALE = LinearisedDIPConfig.predcp_scale  # κ = 20: chosen on training digits for calibrated intervals
 print(f"FAST={FAST}: {CHANNELS}-channel U-Net, {ITERATIONS} DIP iterations, {NUM_SAMPLES} samples")
 """),
     ("md", "The problem of `01_quickstart`: a held-out digit, 20 angles, 5 % noise (σ known)."),

@@ -1,8 +1,9 @@
 """Running a study on ``dask.distributed``: one task per (setting, method, image), resumable.
 
 Without ``scheduler`` a :class:`distributed.LocalCluster` is started (one
-single-threaded worker process per core, torch limited to one thread) and shut
-down afterwards; with ``scheduler`` an existing cluster is used, whose workers
+single-threaded worker process per core, torch limited to one thread; with
+``workers=1`` the one worker is a thread of this process, so no process is
+started and nothing is imported twice) and shut down afterwards; with ``scheduler`` an existing cluster is used, whose workers
 must see the study folder (a shared file system) and have ``bayes_recon``
 installed.
 """
@@ -26,6 +27,15 @@ __all__ = ["StudyRun", "run_study", "execute_task", "prepare_folder", "read_stud
            "STUDY_FILE", "FOLDER_FORMAT"]
 
 STUDY_FILE = "study.json"
+#: Dask settings of a one-worker, in-process cluster: no statistical profiling, slower
+#: housekeeping (see :func:`_connect`), no work stealing (one worker has no one to steal from).
+IN_PROCESS_DASK_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.scheduler.work-stealing": False,
+}
 #: Layout version of a study folder; bump when files change meaning.
 FOLDER_FORMAT = 1
 
@@ -205,9 +215,20 @@ def _connect(scheduler, workers, timeout):
         n = len(os.sched_getaffinity(0))
     else:
         n = os.cpu_count() or 1
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR,
-                           env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    # One worker runs as a thread of this process: a worker process would only add its start-up
+    # and a second import of torch and the methods (seconds) to a study that cannot run faster.
+    processes = n > 1
+    extra = {"env": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}} if processes else {}
+    import dask
+
+    # In-process, Dask's periodic housekeeping competes for the GIL with the task itself: the
+    # statistical profiler samples every thread each 10 ms, the event-loop health check ticks every
+    # 20 ms, psutil monitors poll this process. Measured on the quick preset (5 runs each, median):
+    # loop 8.96 s, in-process Dask 11.08 s with the defaults, 9.56 s with these (benchmarks/studies.py).
+    quiet = {} if processes else IN_PROCESS_DASK_CONFIG
+    with dask.config.set(quiet):  # read when the cluster is built; scoped to this call
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
+                               dashboard_address=None, silence_logs=logging.ERROR, **extra)
     try:
         return Client(cluster, set_as_default=False), cluster
     except BaseException:
@@ -229,7 +250,8 @@ def run_study(config: StudyConfig, out, *, workers: int | None = None,
     out : str or Path
         Study folder; created, or resumed if it holds the same study.
     workers : int, optional
-        Worker processes of the local cluster (default: one per core).
+        Workers of the local cluster (default: one per core): single-threaded
+        processes, or with ``workers=1`` a thread of this process.
     scheduler : str, optional
         Address of an existing Dask scheduler (``tcp://host:8786``) instead of
         a local cluster.
@@ -277,6 +299,9 @@ def run_study(config: StudyConfig, out, *, workers: int | None = None,
     pending = [t for t in tasks if not (exists and task_is_done(folder, t))]
     rows = []
     if pending:
+        import torch
+
+        threads = torch.get_num_threads()  # an in-process worker sets torch's threads per task
         # Connect before writing anything: an unreachable scheduler leaves no folder behind.
         client, cluster = _connect(scheduler, workers, connect_timeout)
         try:
@@ -300,6 +325,7 @@ def run_study(config: StudyConfig, out, *, workers: int | None = None,
             client.close()
             if cluster is not None:
                 cluster.close()
+            torch.set_num_threads(threads)
     if report:
         from .report import write_report
 

@@ -50,6 +50,7 @@ from bayes_recon.inference.dip import fit_dip, pretrain_dip
 from bayes_recon.inference.linearised.baselines import fixed_noise_posterior, mc_dropout_posterior
 from bayes_recon.inference.linearised.evidence import direct_image_kernel, forward_rows
 from bayes_recon.inference.linearised.laplace import LaplaceConfig, LinearisedLaplace
+from bayes_recon.inference.linearised.pipeline import LinearisedDIPConfig
 from bayes_recon.inference.linearised.linalg import robust_cholesky
 from bayes_recon.models.unet import UNetConfig
 from bayes_recon.operators import ParallelBeamCT, tv_reconstruction
@@ -292,7 +293,10 @@ def scaling_row(size, args):
                 _reemit(caught)
                 continue
             t0 = time.perf_counter()
-            ev = la.optimise_evidence()
+            # The library default (linearised_dip): evidence + TV-PredCP at LinearisedDIPConfig's κ.
+            kappa = LinearisedDIPConfig.predcp_scale if name == "default" else 0.0
+            ev = la.optimise_evidence(predcp_scale=kappa)
+            v["predcp_scale"] = kappa
             v["hyper_s"] = time.perf_counter() - t0
             v["hyper_evaluations"], v["hyper_converged"] = ev.evaluations, ev.converged
             v["stop_reason"], v["hyperparameters"] = ev.stop_reason, ev.hyperparameters

@@ -48,7 +48,7 @@ def add_study_parser(sub) -> None:
     run.add_argument("--config", default=None, help="a study TOML file (instead of --preset)")
     run.add_argument("--out", required=True, help="study folder (resumed if it exists)")
     run.add_argument("--workers", type=POS_INT, default=None,
-                     help="local worker processes (default: one per core)")
+                     help="local workers (default: one per core); 1 runs the tasks in this process")
     run.add_argument("--scheduler", default=None,
                      help="address of an existing Dask scheduler, e.g. tcp://host:8786")
     run.add_argument("--images", type=POS_INT, default=None,

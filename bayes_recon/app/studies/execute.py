@@ -3,9 +3,9 @@
 Without ``scheduler`` a :class:`distributed.LocalCluster` is started (one
 single-threaded worker process per core, torch limited to one thread; with
 ``workers=1`` the one worker is a thread of this process, so no process is
-started and nothing is imported twice) and shut down afterwards; with ``scheduler`` an existing cluster is used, whose workers
-must see the study folder (a shared file system) and have ``bayes_recon``
-installed.
+started and nothing is imported twice) and shut down afterwards; with
+``scheduler`` an existing cluster is used, whose workers must see the study
+folder (a shared file system) and have ``bayes_recon`` installed.
 """
 
 from __future__ import annotations
@@ -196,7 +196,10 @@ def _error_row(task: Task, folder, err: BaseException) -> dict:
 
 
 def _connect(scheduler, workers, timeout):
+    import dask
     from distributed import Client, LocalCluster
+
+    from ...inference.chains import available_cores
 
     if scheduler is not None:
         if workers is not None:
@@ -209,18 +212,11 @@ def _connect(scheduler, workers, timeout):
         except (OSError, TimeoutError) as err:
             raise ValueError(f"scheduler {scheduler!r} is unreachable within {timeout} s: "
                              f"{err}") from None
-    if workers is not None:
-        n = workers
-    elif hasattr(os, "sched_getaffinity"):  # the cores this process may use (Linux)
-        n = len(os.sched_getaffinity(0))
-    else:
-        n = os.cpu_count() or 1
+    n = workers if workers is not None else available_cores()
     # One worker runs as a thread of this process: a worker process would only add its start-up
     # and a second import of torch and the methods (seconds) to a study that cannot run faster.
     processes = n > 1
     extra = {"env": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}} if processes else {}
-    import dask
-
     # In-process, Dask's periodic housekeeping competes for the GIL with the task itself: the
     # statistical profiler samples every thread each 10 ms, the event-loop health check ticks every
     # 20 ms, psutil monitors poll this process. Measured on the quick preset (5 runs each, median):

@@ -263,10 +263,17 @@ def scaling_row(size, args):
     row["dip_peak_rss"] = rss.read()
     print(f"[{size}] DIP {row['dip_s']:.0f} s, PSNR {row['psnr_dip']:.2f}", file=sys.stderr, flush=True)
     row["variants"] = {}
-    variants = {"default": LaplaceConfig(),
-                "em": LaplaceConfig(expansion="linearised", hyperparameter_method="em",
-                                    jacobian_chunk=args.chunk, em_iterations=args.em_iterations,
-                                    em_samples=args.em_samples)}
+    # "default": the library's LaplaceConfig() (path chosen by the memory/time model: exact at 28²,
+    # subspace above); "today": the matrix-free L-BFGS path this issue started from, timed for
+    # --today-evaluations evaluations and extrapolated (at 28² today's path is the exact one, i.e. the
+    # default row); "em": sample-based EM on the linearised expansion (--em-variant).
+    variants = {"default": LaplaceConfig()}
+    if size > 28 and args.today_evaluations > 0:
+        variants["today"] = LaplaceConfig(path="scalable")
+    if args.em_variant:
+        variants["em"] = LaplaceConfig(expansion="linearised", hyperparameter_method="em",
+                                       jacobian_chunk=args.chunk, em_iterations=args.em_iterations,
+                                       em_samples=args.em_samples)
     if args.g_prior_variant:
         variants["em+g"] = LaplaceConfig(expansion="linearised", hyperparameter_method="em", g_prior=True,
                                          jacobian_chunk=args.chunk)
@@ -281,8 +288,11 @@ def scaling_row(size, args):
             v["path"], v["timings"] = la.path, dict(la.timings)
             v["P"], v["N"], v["m_rows"] = la.jac.num_params, fit.x.numel(), la.m
             v["estimates"] = {k: [e.bytes, e.seconds] for k, e in la.path_estimates.items()}
-            v["jacobian_s"] = sum(la.timings.get(k, 0.0) for k in ("jacobian", "kernel_pieces", "g_prior"))
-            if name == "default" and la.path == "scalable":
+            v["jacobian_s"] = sum(la.timings.get(k, 0.0) for k in ("jacobian", "subspace", "kernel_pieces",
+                                                                    "g_prior"))
+            if la.subspace is not None:
+                v["subspace"] = la.subspace_summary
+            if name == "today":
                 secs = time_today_evaluations(la, args.today_evaluations)
                 v["seconds_per_evaluation"] = secs
                 v["peak_rss"] = rss.read()
@@ -342,7 +352,7 @@ def scaling_table(rows, args):
                     txt = f"> 1 h (est. {est / 3600:.1f} h)" if est > 3600 else f"≈ {est:.0f} (extrapolated)"
                 else:
                     n28, txt = "?", "not extrapolated (no 28² evaluation count; pass --today-evaluation-count)"
-                lines.append(head + f"today: {v['path']} L-BFGS, fit exp. (not run) | {dims} | {r['dip_s']:.0f} | "
+                lines.append(head + f"today: {v['path']} L-BFGS, fit exp. (timed {len(v['seconds_per_evaluation'])} eval.) | {dims} | {r['dip_s']:.0f} | "
                              f"{v['jacobian_s']:.1f} | {txt}: {spe:.1f} s/eval × {n28} evals | — | — | "
                              f"{_mb(v['peak_rss'])} | {r['psnr_dip']:.2f} / — | — | — | — |")
                 continue
@@ -351,8 +361,12 @@ def scaling_table(rows, args):
                 cov += f" ({v['hyper_evaluations']} EM it., not converged; {v.get('samples_measured', 1000)} draws)"
             samp = f"{v['samples_s']:.1f}" + ("" if v.get("samples_measured", 1000) == 1000 else
                                                f" (extrap. from {v['samples_measured']})")
-            label = ("today: " if name == "default" else "") + f"{v['path']} {'L-BFGS' if name == 'default' else 'EM'}" \
-                + (", fit exp." if name == "default" else ", lin. exp.") + (" + g-prior" if name.endswith("+g") else "")
+            fit_name = "L-BFGS, fit exp." if name == "default" else "EM, lin. exp."
+            label = (f"{'default' if name == 'default' else name}: {v['path']}"
+                     + (f" (r = {v['subspace']['rank']}, missed {v['subspace']['missed_fraction']:.1e})"
+                        if v.get("subspace") else "")
+                     + f", {fit_name}" + (f", κ = {v['predcp_scale']:g}" if v.get("predcp_scale") else "")
+                     + (" + g-prior" if name.endswith("+g") else ""))
             lines.append(head + f"{label} | {dims} | {r['dip_s']:.0f} | {v['jacobian_s']:.1f} | {v['hyper_s']:.1f} | "
                          f"{samp} | {v['total_s']:.0f} | {_mb(v['peak_rss'])} | "
                          f"{r['psnr_dip']:.2f} / {v['psnr_mean']:.2f} | {cov} | {v['calibration_error']:.3f} | "
@@ -380,6 +394,8 @@ def run_sizes(args):
                 cmd.append("--progress")
             if args.g_prior_variant:
                 cmd.append("--g-prior-variant")
+            if args.em_variant:
+                cmd.append("--em-variant")
             t0 = time.perf_counter()
             proc = subprocess.run(cmd)
             if proc.returncode != 0 or not os.path.exists(out):
@@ -420,7 +436,7 @@ def main(argv=None):
     p.add_argument("--sizes", type=int, nargs="+", default=None,
                    help="scaling table (issue 10) at these image sizes, e.g. 28 64 128")
     p.add_argument("--dip-iterations-28", type=int, default=300)
-    p.add_argument("--dip-iterations-large", type=int, default=1000)
+    p.add_argument("--dip-iterations-large", type=int, default=LinearisedDIPConfig.iterations)
     p.add_argument("--dip-iterations-128", type=int, default=None)
     p.add_argument("--num-samples-large", type=int, default=1000,
                    help="posterior draws made above 28² (the 1000-sample time is extrapolated linearly)")
@@ -435,6 +451,7 @@ def main(argv=None):
     p.add_argument("--em-samples", type=int, default=32, help="LaplaceConfig.em_samples of the EM variant")
     p.add_argument("--progress", action="store_true", help="tqdm bars of the Laplace stages (stderr)")
     p.add_argument("--g-prior-variant", action="store_true", help="also run EM with the g-prior")
+    p.add_argument("--em-variant", action="store_true", help="also run sample-based EM (linearised expansion)")
     p.add_argument("--_row", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--_row-out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

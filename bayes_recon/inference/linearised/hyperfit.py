@@ -133,7 +133,7 @@ def _filter_stats(prior, rows: torch.Tensor, gi: int) -> torch.Tensor:
 
 def em_statistics(la, solutions: torch.Tensor):
     """Per-group ``(R_b, G_b)`` from ``[α; v_1..v_S] (S+1, m)`` (see the module docstring)."""
-    g = la.jac.vjp(adjoint_rows(la.op, solutions.to(la.jac.dtype))).to(torch.float64)
+    g = la.jac.vjp(adjoint_rows(la.kernel_op, solutions.to(la.jac.dtype))).to(torch.float64)
     s = solutions.shape[0] - 1
     return [(_filter_stats(la.prior, g[:1], gi), _filter_stats(la.prior, g[1:], gi) / s)
             for gi in range(len(la.groups))]
@@ -187,7 +187,7 @@ def _em(la, iterations, progress) -> EvidenceResult:
                 log_ls, log_var = la.log_lengthscale, la.log_variance
                 log_nv = la.log_noise_variance
                 theta0 = la.prior.apply_sqrt(eps, log_ls, log_var)
-                w = forward_rows(la.op, la.jac.jvp(theta0.to(la.jac.dtype)).to(torch.float64))
+                w = forward_rows(la.kernel_op, la.jac.jvp(theta0.to(la.jac.dtype)).to(torch.float64))
                 rhs = torch.cat([la.target[None], w + log_nv.mul(0.5).exp() * e])
                 sol = la.solve_kyy(rhs, record, x0=sol if la.path == "scalable" else None)
                 stats = em_statistics(la, sol)

@@ -13,9 +13,10 @@ linear model (the marginal's ``log_prob``); ``expansion="fit"`` (default), MacKa
 Laplace evidence at the fitted weights,
 ``-½ log|K_yy| - ½ (‖y - A x*‖² / σ_y² + θ*ᵀ Σ_θ⁻¹ θ*) - (m/2) log 2π``.
 Hyperparameters are fitted by L-BFGS on the deterministic evidence or by
-sample-based EM (:mod:`.hyperfit`). Two computational paths (:mod:`.resources`
+sample-based EM (:mod:`.hyperfit`). Three computational paths (:mod:`.resources`
 chooses one from a memory budget): ``exact`` (dense Jacobian, distance-class
-pieces, Cholesky) and ``scalable`` (matrix-free ``J``, preconditioned CG, SLQ,
+pieces, Cholesky), ``subspace`` (the same on the leading range of ``J``,
+:mod:`.subspace`) and ``scalable`` (matrix-free ``J``, preconditioned CG, SLQ,
 Matheron samples).
 
 Numerical trouble (CG short of tolerance, Cholesky jitter) is warned and
@@ -35,17 +36,19 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from ..._validation import check_choice, check_int, check_positive
 from ...operators.base import LinearOperator, adjointness_error
 from ..dip import DIPFit
-from .config import (LOG_LENGTHSCALE_BOUNDS, EvidenceConvergenceWarning, EvidenceResult, LaplaceConfig,
+from .config import (EvidenceConvergenceWarning, EvidenceResult, LaplaceConfig,
                      NumericalRecord)
 from .evidence import ExactKernel, adjoint_rows, forward_rows
-from .gp import (LinearisedGaussianLikelihood, LinearisedGP, LinearisedHyperparameters,
-                 MacKayMarginalLogLikelihood, TVPredCPPrior, predcp_closure)
+from .gp import (LOG_2PI, LinearisedGaussianLikelihood, LinearisedGP, LinearisedHyperparameters,
+                 MacKayMarginalLogLikelihood, TVPredCPPrior)
 from .hyperfit import optimise_evidence
 from .jacobian import NetworkJacobian, linearised_groups
+from .hyperparameter_access import HyperparameterAccessMixin, check_lengthscale
 from .linalg import recording_warnings
 from .posterior_ops import PosteriorMixin
 from .predcp import TVPredCP
 from .resources import choose_path, default_budget, estimate_paths, network_cost
+from .subspace import jacobian_subspace
 from .weight_prior import MaternFilterPrior
 
 __all__ = ["LaplaceConfig", "EvidenceResult", "LinearisedLaplace", "EvidenceConvergenceWarning",
@@ -56,23 +59,31 @@ class _Evidence(torch.nn.Module):
     """The evidence as a module, so ``torch.func.functional_call`` can evaluate it at any ``φ``.
 
     ``forward("mll")``: ``m ·`` MLL (evidence plus registered log-priors);
-    ``forward("evidence")``: the evidence alone.
+    ``forward("evidence")``: the evidence alone. ``outside = (s, c)``: ``c`` more
+    measurements, pure noise with squared norm ``s`` (the subspace path's
+    complement), add ``-½ (s / σ² + c log 2πσ²)``.
     """
 
-    def __init__(self, mll, target, expansion):
+    def __init__(self, mll, target, expansion, outside=(0.0, 0)):
         super().__init__()
         self.mll, self.target, self.expansion = mll, target, expansion
+        self.outside_sq, self.outside_count = float(outside[0]), int(outside[1])
 
     def forward(self, kind: str = "mll"):
         f = self.mll.model()
         if kind == "mll":
-            return self.mll(f, self.target) * self.target.shape[-1]
-        if self.expansion == "linearised":
-            return self.mll.likelihood(f).log_prob(self.target)
-        return self.mll.log_evidence(f, self.target)
+            value = self.mll(f, self.target) * self.target.shape[-1]
+        elif self.expansion == "linearised":
+            value = self.mll.likelihood(f).log_prob(self.target)
+        else:
+            value = self.mll.log_evidence(f, self.target)
+        if self.outside_count:
+            nv = self.mll.likelihood.noise.reshape(())
+            value = value - 0.5 * (self.outside_sq / nv + self.outside_count * (LOG_2PI + nv.log()))
+        return value
 
 
-class LinearisedLaplace(PosteriorMixin):
+class LinearisedLaplace(HyperparameterAccessMixin, PosteriorMixin):
     """Linearised Laplace approximation of a fitted DIP.
 
     Parameters
@@ -102,8 +113,15 @@ class LinearisedLaplace(PosteriorMixin):
         Current hyperparameters (detached float64 copies; set with
         :meth:`set_hyperparameters`).
     path : str
-        ``"exact"`` or ``"scalable"``; ``path_estimates`` has each path's
-        predicted memory and time, ``memory_budget`` the budget used.
+        ``"exact"``, ``"subspace"`` or ``"scalable"``; ``path_estimates`` has each
+        path's predicted memory and time, ``memory_budget`` the budget used.
+    subspace : JacobianSubspace or None
+        The basis and reduced problem of the subspace path; there ``jac``,
+        ``kernel_op``, ``y``, ``m``, ``prior_mean`` and ``target`` are in the
+        subspace's coordinates (``u = Qᵀ (x - x*)``), and images are lifted by ``Q``.
+    kernel_op : LinearOperator
+        The forward model of the kernel's coordinates (``op`` itself off the
+        subspace path).
     prior_mean : torch.Tensor
         ``m₀ (N,)`` float64: ``x*`` ("fit") or ``x* - J θ*`` ("linearised").
     target : torch.Tensor or None
@@ -166,24 +184,27 @@ class LinearisedLaplace(PosteriorMixin):
         y_rows = torch.cat([y.real, y.imag], 1) if y.is_complex() else y
         self.y = y_rows.reshape(1, -1).to(dev)
         self.m = self.y.shape[1]
+        self.kernel_op, self.subspace = op, None
         if cfg.g_prior:
             t0 = time.perf_counter()
             self.jac.set_column_scale(self._g_prior_scale())
             self.timings["g_prior"] = time.perf_counter() - t0
-        self.x_star = self.jac.output.detach().to(f64)                   # (N,)
-        self.residual = (self.y - forward_rows(op, self.x_star[None])).reshape(-1)
+        if self.path == "subspace":
+            self._project(noise_std)
+        self.x_star = self.jac.output.detach().to(f64)                   # (N,); 0 in subspace coordinates
+        self.residual = (self.y - forward_rows(self.kernel_op, self.x_star[None])).reshape(-1)
         theta_lin = self.jac.linear_theta                                   # θ* in J's coordinates
         self.grams = self.prior.filter_grams(theta_lin)
         self.prior_mean, self.target = self.x_star, None
         if cfg.expansion == "linearised":
             j_theta = self.jac.jvp(theta_lin[None]).to(f64)               # (1, N)
             self.prior_mean = self.x_star - j_theta.reshape(-1)
-            self.offset_target = self.residual + forward_rows(op, j_theta).reshape(-1)
+            self.offset_target = self.residual + forward_rows(self.kernel_op, j_theta).reshape(-1)
             self.target = self.offset_target
         self.kernel = None
-        if self.path == "exact":
+        if self.path != "scalable":
             t0 = time.perf_counter()
-            self.kernel = ExactKernel(self.jac, self.prior, op, progress=progress)
+            self.kernel = ExactKernel(self.jac, self.prior, self.kernel_op, progress=progress)
             self.timings["kernel_pieces"] = time.perf_counter() - t0
         self._build_model(noise_std)
         self._predcp: TVPredCP | None = None
@@ -213,7 +234,7 @@ class LinearisedLaplace(PosteriorMixin):
         for start in range(0, k, self.config.jacobian_chunk):
             u = torch.randn(min(self.config.jacobian_chunk, k - start), self.m, generator=gen,
                             dtype=torch.float64, device=dev)
-            d += self.jac.vjp(adjoint_rows(self.op, u.to(self.jac.dtype))).to(torch.float64).pow(2).sum(0)
+            d += self.jac.vjp(adjoint_rows(self.kernel_op, u.to(self.jac.dtype))).to(torch.float64).pow(2).sum(0)
         d = d / k
         scale = torch.empty_like(d)
         for g in self.groups:
@@ -222,104 +243,57 @@ class LinearisedLaplace(PosteriorMixin):
             scale[g.slice] = (db.clamp_min(1e-12 * float(db.mean()) + 1e-300) / db.mean()).rsqrt()
         return scale
 
-    def _build_model(self, noise_std):
+    def _initial_hyperparameters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log ℓ (L,), σ² (G,))`` from the config (σ² default: the block's mean squared weight)."""
         cfg, f64, dev = self.config, torch.float64, self.jac.theta.device
-        n_ls = len(self.prior.matern_groups)
-        log_ls = torch.full((n_ls,), math.log(cfg.init_lengthscale), dtype=f64, device=dev)
+        log_ls = torch.full((len(self.prior.matern_groups),), math.log(cfg.init_lengthscale), dtype=f64,
+                            device=dev)
         if cfg.init_variance is not None:
             var = torch.full((len(self.groups),), float(cfg.init_variance), dtype=f64, device=dev)
         else:
             theta = self.jac.linear_theta.to(f64)
             var = torch.stack([theta[g.slice].pow(2).mean() for g in self.groups])
-        self.hyper = LinearisedHyperparameters(log_ls, var.clamp_min(1e-12))
+        return log_ls, var.clamp_min(1e-12)
+
+    def _project(self, noise_std):
+        """Swap in the reduced problem of the ``subspace`` path (see :mod:`.subspace`)."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        log_ls, var = self._initial_hyperparameters()
+        full_y = self.y
+        self.subspace = jacobian_subspace(self.jac, self.prior, self.op, full_y, log_ls, var.log(),
+                                          cfg.subspace_rank, power_iterations=cfg.subspace_power_iterations,
+                                          test_probes=cfg.subspace_test_probes,
+                                          tolerance=cfg.subspace_tolerance, seed=cfg.probe_seed,
+                                          progress=self.progress)
+        self.timings["subspace"] = time.perf_counter() - t0
+        sub = self.subspace
+        self.jac, self.kernel_op = sub.jacobian, sub.operator
+        self.y = sub.reduced_data.reshape(1, -1)
+        self.m = self.y.shape[1]
+        # Noise initialised (when σ is unknown) from the whole residual, not its projection.
+        self._full_residual_mean_sq = (float(sub.reduced_data.pow(2).sum()) + sub.outside_sq) / full_y.shape[1]
+        self._full_y_mean_sq = float(full_y.pow(2).mean())
+
+    def _build_model(self, noise_std):
+        cfg, dev = self.config, self.jac.theta.device
+        log_ls, var = self._initial_hyperparameters()
+        self.hyper = LinearisedHyperparameters(log_ls, var)
         if self.fixed_noise:
             nv = noise_std**2
+        elif self.subspace is not None:
+            nv = max(self._full_residual_mean_sq, 1e-6 * self._full_y_mean_sq, 1e-30)
         else:
             nv = max(float(self.residual.pow(2).mean()), 1e-6 * float(self.y.pow(2).mean()), 1e-30)
         self.likelihood = LinearisedGaussianLikelihood(nv, fixed=self.fixed_noise,
                                                        preconditioner_rank=cfg.preconditioner_rank,
                                                        seed=cfg.probe_seed, device=dev)
-        mean = forward_rows(self.op, self.prior_mean[None]).reshape(-1)
-        self.model = LinearisedGP(self.hyper, mean, self.kernel, self.jac, self.prior, self.op, self.grams)
+        mean = forward_rows(self.kernel_op, self.prior_mean[None]).reshape(-1)
+        self.model = LinearisedGP(self.hyper, mean, self.kernel, self.jac, self.prior, self.kernel_op, self.grams)
         mll_cls = ExactMarginalLogLikelihood if cfg.expansion == "linearised" else MacKayMarginalLogLikelihood
         self.mll = mll_cls(self.likelihood, self.model)
-        self._evidence_module = _Evidence(self.mll, self.y.reshape(-1), cfg.expansion)
-
-    # ------------------------------------------------------------ helpers
-    @property
-    def block_names(self) -> list[str]:
-        """Names of the prior groups (``"inc"``, ``"down_0"``, ..., ``"skip_0:1x1"``)."""
-        return self.prior.names
-
-    @property
-    def log_lengthscale(self) -> torch.Tensor:
-        return self.hyper.log_lengthscale.detach().clone()
-
-    @property
-    def log_variance(self) -> torch.Tensor:
-        return self.hyper.log_variance.detach().clone()
-
-    @property
-    def log_noise_variance(self) -> torch.Tensor:
-        return self.likelihood.log_noise_variance.detach().clone()
-
-    @property
-    def lengthscale_constraint(self):
-        """The registered ``gpytorch.constraints.Interval`` on ``log ℓ``."""
-        return self.hyper.raw_log_lengthscale_constraint
-
-    @property
-    def raw_lengthscale(self) -> torch.Tensor:
-        """Unconstrained lengthscales ``(L,)``: ``log_lengthscale = lengthscale_constraint.transform(raw)``."""
-        return self.hyper.raw_log_lengthscale.detach().clone()
-
-    @property
-    def hyperparameters(self) -> dict:
-        """Current ``lengthscale/<block>``, ``variance/<block>`` and ``noise_std`` as floats."""
-        out = {}
-        log_ls, log_var = self.log_lengthscale, self.log_variance
-        for j, gi in enumerate(self.prior.matern_groups):
-            out[f"lengthscale/{self.groups[gi].name}"] = float(log_ls[j].exp())
-        for gi, g in enumerate(self.groups):
-            out[f"variance/{g.name}"] = float(log_var[gi].exp())
-        out["noise_std"] = float(self.log_noise_variance.exp().sqrt())
-        return out
-
-    def set_hyperparameters(self, lengthscale: dict | None = None, variance: dict | None = None,
-                            noise_std: float | None = None) -> None:
-        """Set hyperparameters by block name.
-
-        ``ValueError`` for an unknown block, a non-positive value or a
-        lengthscale outside ``exp(LOG_LENGTHSCALE_BOUNDS)`` (naming it).
-        """
-        log_ls, log_var = self.log_lengthscale, self.log_variance
-        for name, v in (lengthscale or {}).items():
-            gi = self.prior.check_block(name)
-            if gi not in self.prior.matern_groups:
-                raise ValueError(f"block {name!r} is a 1x1 group and has no lengthscale")
-            v = check_positive(f"lengthscale[{name!r}]", v)
-            _check_lengthscale(f"lengthscale[{name!r}]", v)
-            log_ls[self.prior.matern_groups.index(gi)] = math.log(v)
-        for name, v in (variance or {}).items():
-            log_var[self.prior.check_block(name)] = math.log(check_positive(f"variance[{name!r}]", v))
-        self.hyper.set(log_ls, log_var)
-        if noise_std is not None:
-            self.likelihood.noise = torch.tensor(check_positive("noise_std", noise_std)**2, dtype=torch.float64,
-                                                 device=self.y.device)
-
-    def set_prior(self, prior: "gpytorch.priors.Prior | None", closure=predcp_closure,
-                  name: str = "hyper_prior") -> None:
-        """Register (or with None drop) a prior on the hyperparameter module.
-
-        ``closure(hyper)`` gives the prior's argument (default ``cat([log ℓ, log σ²])``,
-        what :class:`~.gp.TVPredCPPrior` expects). Priors enter the L-BFGS objective
-        (the MLL adds every registered prior) and the EM lengthscale steps.
-        """
-        if name in self.hyper._priors:
-            del self.hyper._priors[name]
-            delattr(self.hyper, name)
-        if prior is not None:
-            self.hyper.register_prior(name, prior, closure)
+        outside = (self.subspace.outside_sq, self.subspace.outside_count) if self.subspace else (0.0, 0)
+        self._evidence_module = _Evidence(self.mll, self.y.reshape(-1), cfg.expansion, outside)
 
     # ----------------------------------------------------------- evidence
     def _settings(self):
@@ -365,8 +339,9 @@ class LinearisedLaplace(PosteriorMixin):
     def predcp(self) -> TVPredCP:
         """The TV-PredCP with fixed probes (built on first use)."""
         if self._predcp is None:
+            basis = None if self.subspace is None else self.subspace.basis
             self._predcp = TVPredCP(self.jac, self.prior, tuple(self.fit.x.shape[1:]),
-                                    self.config.predcp_samples, self.config.predcp_seed)
+                                    self.config.predcp_samples, self.config.predcp_seed, basis=basis)
         return self._predcp
 
     def predcp_prior(self, scale: float) -> TVPredCPPrior:
@@ -408,29 +383,24 @@ class LinearisedLaplace(PosteriorMixin):
 
 
 def _check_config(cfg: LaplaceConfig) -> None:
-    check_choice("config.path", cfg.path, ("auto", "exact", "scalable"))
+    check_choice("config.path", cfg.path, ("auto", "exact", "subspace", "scalable"))
     check_choice("config.expansion", cfg.expansion, ("fit", "linearised"))
     check_choice("config.hyperparameter_method", cfg.hyperparameter_method, ("auto", "lbfgs", "em"))
     check_positive("config.init_lengthscale", cfg.init_lengthscale)
-    _check_lengthscale("config.init_lengthscale", cfg.init_lengthscale)
+    check_lengthscale("config.init_lengthscale", cfg.init_lengthscale)
     if cfg.init_variance is not None:
         check_positive("config.init_variance", cfg.init_variance)
     if cfg.memory_budget is not None:
         check_positive("config.memory_budget", cfg.memory_budget)
     for name in ("max_cg_iterations", "lanczos_iterations", "em_iterations", "em_samples",
-                 "sample_batch_size", "g_prior_probes", "jacobian_chunk"):
+                 "sample_batch_size", "g_prior_probes", "jacobian_chunk", "subspace_rank"):
         check_int(f"config.{name}", getattr(cfg, name), minimum=1)
+    check_int("config.subspace_power_iterations", cfg.subspace_power_iterations, minimum=0)
+    check_int("config.subspace_test_probes", cfg.subspace_test_probes, minimum=0)
+    check_positive("config.subspace_tolerance", cfg.subspace_tolerance)
     check_positive("config.em_tolerance", cfg.em_tolerance)
     check_positive("config.em_lengthscale_step", cfg.em_lengthscale_step)
     if cfg.lanczos_iterations > cfg.max_cg_iterations:
         # linear_operator builds the Lanczos tridiagonal matrices from the CG iterations.
         raise ValueError(f"config.lanczos_iterations must be <= config.max_cg_iterations = "
                          f"{cfg.max_cg_iterations}, got {cfg.lanczos_iterations}")
-
-
-def _check_lengthscale(name: str, value: float) -> None:
-    """``ValueError`` naming ``name`` unless ``log value`` is inside ``LOG_LENGTHSCALE_BOUNDS``."""
-    lo, hi = LOG_LENGTHSCALE_BOUNDS
-    if not lo < math.log(value) < hi:
-        raise ValueError(f"{name} must lie in (exp({lo:g}), exp({hi:g})) = ({math.exp(lo):.4g}, "
-                         f"{math.exp(hi):.4g}) filter pixels, got {value:g}")

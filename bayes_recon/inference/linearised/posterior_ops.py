@@ -24,45 +24,70 @@ __all__ = ["PosteriorMixin"]
 class PosteriorMixin:
     """Posterior methods of :class:`~.laplace.LinearisedLaplace`."""
 
-    def posterior_covariance(self, record: NumericalRecord | None = None) -> torch.Tensor:
-        """Exact image posterior covariance ``(N, N)`` float64 (exact path only).
+    @property
+    def subspace_summary(self) -> dict | None:
+        """``{"rank", "missed_fraction"}`` of the subspace path (None on the other paths)."""
+        if self.subspace is None:
+            return None
+        return {"rank": self.subspace.rank, "missed_fraction": self.subspace.missed_fraction}
 
-        ``K - K Aᵀ K_yy⁻¹ A K`` (the same for both expansions); a Cholesky
+    def posterior_covariance(self, record: NumericalRecord | None = None) -> torch.Tensor:
+        """Image posterior covariance ``(N, N)`` float64 (exact and subspace paths).
+
+        ``K - K Aᵀ K_yy⁻¹ A K`` (the same for both expansions; on the subspace path
+        ``Q C Qᵀ`` with ``C`` the subspace posterior covariance); a Cholesky
         jitter is warned and added to ``record`` if given.
         """
-        if self.path != "exact":
-            raise ValueError("posterior_covariance needs path='exact' (dense Jacobian); "
+        if self.path == "scalable":
+            raise ValueError("posterior_covariance needs path='exact' or 'subspace' (dense kernel); "
                              f"this model uses path={self.path!r}")
+        cov = self._kernel_posterior_covariance(record)
+        return cov if self.subspace is None else self.subspace.lift_covariance(cov)
+
+    def _kernel_posterior_covariance(self, record):
+        """Posterior covariance in the kernel's coordinates (pixels, or the subspace's ``u``)."""
         with torch.no_grad():
             ls, var = self.log_lengthscale, self.log_variance
             k = self.kernel.image_kernel(ls, var)
             kd = self.kernel.data_kernel(ls, var)
-            return exact_posterior_covariance(k, kd, self.log_noise_variance.exp(), self.op, record)
+            return exact_posterior_covariance(k, kd, self.log_noise_variance.exp(), self.kernel_op, record)
+
+    def _kernel_posterior_mean(self, record):
+        """Posterior mean in the kernel's coordinates ``(n,)`` (dense kernel only)."""
+        if self.target is None:
+            return self.prior_mean.clone()
+        with torch.no_grad():
+            ls, var = self.log_lengthscale, self.log_variance
+            k = self.kernel.image_kernel(ls, var)
+            kd = self.kernel.data_kernel(ls, var)
+            return exact_posterior_mean(self.prior_mean, k, kd, self.log_noise_variance.exp(), self.kernel_op,
+                                        self.target, record)
+
+    def _lift(self, rows: torch.Tensor) -> torch.Tensor:
+        """Kernel coordinates ``(s, n)`` to images ``(s, N)`` (identity off the subspace path)."""
+        return rows if self.subspace is None else self.subspace.lift(rows)
 
     def posterior_mean(self, record: NumericalRecord | None = None) -> torch.Tensor:
         """Image posterior mean ``m₀ + K Aᵀ K_yy⁻¹ t`` ``(N,)`` float64.
 
         ``x*`` for ``expansion="fit"``; for ``"linearised"`` the mean of the
-        linear model, by Cholesky (exact path) or preconditioned CG (scalable
-        path; its outcome goes to ``record``, a short solve warns).
+        linear model, by Cholesky (exact and subspace paths) or preconditioned CG
+        (scalable path; its outcome goes to ``record``, a short solve warns).
         """
+        if self.kernel is not None:
+            return self._lift(self._kernel_posterior_mean(record)[None])[0]
         if self.target is None:
             return self.prior_mean.clone()
         with torch.no_grad():
-            nv = self.log_noise_variance.exp()
             ls, var = self.log_lengthscale, self.log_variance
-            if self.path == "exact":
-                k = self.kernel.image_kernel(ls, var)
-                kd = self.kernel.data_kernel(ls, var)
-                return exact_posterior_mean(self.prior_mean, k, kd, nv, self.op, self.target, record)
             alpha = self.solve_kyy(self.target[None], record)
-            g = self.jac.vjp(adjoint_rows(self.op, alpha.to(self.jac.dtype))).to(torch.float64)
+            g = self.jac.vjp(adjoint_rows(self.kernel_op, alpha.to(self.jac.dtype))).to(torch.float64)
             corr = self.jac.jvp(self.prior.apply(g, ls, var).to(self.jac.dtype)).to(torch.float64)
             return self.prior_mean + corr.reshape(-1)
 
     def _data_kernel(self) -> DataKernelOperator:
         return DataKernelOperator(self.log_lengthscale, self.log_variance, jac=self.jac, prior=self.prior,
-                                  op=self.op, size=self.m)
+                                  op=self.kernel_op, size=self.m)
 
     def _preconditioner(self, kop: DataKernelOperator | None = None):
         """Row-wise ``P⁻¹`` for :func:`conjugate_gradient` (None without a Nyström rank)."""
@@ -76,13 +101,13 @@ class PosteriorMixin:
 
     def solve_kyy(self, rhs: torch.Tensor, record: NumericalRecord | None = None, x0=None,
                   preconditioner=None) -> torch.Tensor:
-        """``K_yy⁻¹ R`` row-wise for ``R (k, m)`` float64: Cholesky (exact path) or preconditioned CG.
+        """``K_yy⁻¹ R`` row-wise for ``R (k, m)`` float64: Cholesky (dense kernel) or preconditioned CG.
 
         CG short of ``config.cg_tolerance`` warns ``CGConvergenceWarning`` and is added
         to ``record`` (with its residual).
         """
         nv = self.log_noise_variance.exp()
-        if self.path == "exact":
+        if self.kernel is not None:
             kd = self.kernel.data_kernel(self.log_lengthscale, self.log_variance)
             chol = _kyy_cholesky(kd, nv, record)
             return torch.cholesky_solve(rhs.T.contiguous(), chol).T
@@ -97,15 +122,15 @@ class PosteriorMixin:
 
     def _draw_batches(self, num_samples, gen, record, progress):
         """Batches ``(s, N)`` of posterior draws (float64)."""
-        if self.path == "exact":
-            mean = self.posterior_mean(record)
-            cov = self.posterior_covariance(record)
+        if self.kernel is not None:
+            mean = self._kernel_posterior_mean(record)
+            cov = self._kernel_posterior_covariance(record)
             bs = self.config.sample_batch_size
             for start in range(0, num_samples, bs):
-                yield exact_samples(mean, cov, min(bs, num_samples - start), gen, record)
+                yield self._lift(exact_samples(mean, cov, min(bs, num_samples - start), gen, record))
             return
-        yield from matheron_batches(self.prior_mean, self.jac, self.prior, self.op, self.log_lengthscale,
-                                    self.log_variance, self.log_noise_variance.exp(), num_samples, gen,
+        yield from matheron_batches(self.prior_mean, self.jac, self.prior, self.kernel_op,
+                                    self.log_lengthscale, self.log_variance, self.log_noise_variance.exp(), num_samples, gen,
                                     self._preconditioner(), tol=self.config.cg_tolerance,
                                     max_iter=self.config.max_cg_iterations,
                                     batch_size=self.config.sample_batch_size, target=self.target,
@@ -132,6 +157,7 @@ class PosteriorMixin:
             ``method="linearised-dip"``, samples ``(chains, draws, C, H, W)`` in the
             fit's dtype. ``extras``: ``log_evidence``, ``predcp_scale``,
             ``path``, ``expansion``, ``map_estimate`` (the DIP output ``x*``),
+            ``subspace`` (``{"rank", "missed_fraction"}`` on the subspace path, else None),
             ``solver_converged`` (every CG solve met its tolerance) and
             ``numerics`` (``{"evidence", "sampling"[, "optimisation"]}``).
         """
@@ -144,9 +170,10 @@ class PosteriorMixin:
         gen = torch.Generator(device=self.y.device).manual_seed(seed)
         record = NumericalRecord(evaluations=1)
         with torch.no_grad(), recording_warnings(record):
-            if self.path == "exact":   # one factorisation for all draws
-                flat = exact_samples(self.posterior_mean(record), self.posterior_covariance(record),
-                                     num_samples, gen, record)
+            if self.kernel is not None:   # one factorisation for all draws
+                flat = self._lift(exact_samples(self._kernel_posterior_mean(record),
+                                                self._kernel_posterior_covariance(record), num_samples, gen,
+                                                record))
             else:
                 flat = torch.cat(list(self._draw_batches(num_samples, gen, record, progress)))
         shape = tuple(self.fit.x.shape[1:])
@@ -185,4 +212,4 @@ class PosteriorMixin:
                          expansion=self.config.expansion, g_prior=self.config.g_prior,
                          map_estimate=self.fit.x.detach().clone(),
                          solver_converged=all(v["converged"] for v in numerics.values()),
-                         numerics=numerics)
+                         numerics=numerics, subspace=self.subspace_summary)

@@ -40,11 +40,14 @@ class TVPredCP:
     num_samples : int
         Fixed probes ``S`` per group.
     seed : int
+    basis : torch.Tensor, optional
+        ``Q (N, r)``: ``jac`` is a projected Jacobian ``Qᵀ J`` (subspace path) and
+        draws are lifted by ``Q`` before their TV is taken.
     """
 
     def __init__(self, jac: NetworkJacobian, prior: MaternFilterPrior, image_shape,
-                 num_samples: int = 32, seed: int = 0):
-        self.prior = prior
+                 num_samples: int = 32, seed: int = 0, basis: torch.Tensor | None = None):
+        self.prior, self.basis = prior, basis
         self.image_shape = tuple(image_shape)
         self.num_samples = int(num_samples)
         dev = jac.theta.device
@@ -77,6 +80,8 @@ class TVPredCP:
         corr = torch.einsum("d,dij->ij", torch.exp(-dist.to(lengthscale) / lengthscale), masks.to(lengthscale))
         chol = torch.linalg.cholesky(corr)
         x = variance.sqrt() * torch.einsum("snij,ij->sn", self.taps[gi], chol)
+        if self.basis is not None:
+            x = x @ self.basis.T.to(x)
         return total_variation(x.reshape(self.num_samples, *self.image_shape), isotropic=False).mean()
 
     def log_prob(self, log_lengthscale: torch.Tensor, log_variance: torch.Tensor,

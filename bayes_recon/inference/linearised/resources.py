@@ -1,7 +1,9 @@
-"""Memory and time estimates of the two computational paths, and the memory-aware choice.
+"""Memory and time estimates of the three computational paths, and the memory-aware choice.
 
 ``exact``: dense Jacobian ``J (N, P)``, the distance-class pieces
 ``Σ_b D_b (N² + m²)`` float64 numbers and dense ``N x N`` posterior covariances.
+``subspace``: ``2 r`` matrix-free products, ``W (r, P)``, bases ``Q (N, r)`` and
+``U (m, r)``, pieces ``2 Σ_b D_b r²`` and ``r x r`` factorisations.
 ``scalable``: matrix-free ``J v`` / ``Jᵀ u`` (activation memory of ``chunk``
 batched network passes), a rank-``r`` Nyström sketch and batches of Matheron
 samples. Times are first-order models (dense BLAS at ``FLOPS`` flop/s; one
@@ -69,7 +71,7 @@ def network_cost(network: torch.nn.Module, input: torch.Tensor) -> tuple[float, 
 
 def estimate_paths(n: int, p: int, m: int, group_sizes: list[tuple[int, int]], act_bytes: float,
                    forward_seconds: float, itemsize: int, config) -> dict[str, PathEstimate]:
-    """Peak memory and time of ``exact`` and ``scalable``.
+    """Peak memory and time of ``exact``, ``subspace`` and ``scalable``.
 
     Parameters
     ----------
@@ -88,7 +90,7 @@ def estimate_paths(n: int, p: int, m: int, group_sizes: list[tuple[int, int]], a
     >>> from bayes_recon.inference.linearised.config import LaplaceConfig
     >>> est = estimate_paths(784, 60_000, 800, [(60_000, 6)], 4e6, 0.01, 4, LaplaceConfig())
     >>> sorted(est), est["exact"].bytes > 784 * 60_000 * 4
-    (['exact', 'scalable'], True)
+    (['exact', 'scalable', 'subspace'], True)
     """
     chunk, rank = config.jacobian_chunk, config.preconditioner_rank
     d_total = sum(d for _, d in group_sizes)
@@ -106,7 +108,19 @@ def estimate_paths(n: int, p: int, m: int, group_sizes: list[tuple[int, int]], a
     cg = 40                                              # typical preconditioned CG iterations
     scal_seconds = matvec * (config.em_iterations * (rank + (config.em_samples + 1) * cg)
                              + 1000 * cg)          # 1000 posterior samples
+    r = min(config.subspace_rank, n)
+    k = min(r, m)
+    sub_products = 2 * r + config.subspace_test_probes + 2 * r * config.subspace_power_iterations
+    sub_bytes = (r * p * itemsize + 3 * chunk * act_bytes + 2 * chunk * p * 8 + 2 * n * r * 8 + 3 * m * r * 8
+                 + 2 * d_total * r * r * 8 + 6 * r * r * 8 + 1000 * n * 8
+                 + config.predcp_samples * r * 81 * 8 * len(group_sizes))
+    sub_seconds = (sub_products * product
+                   + sum(2.0 * d * r * r * pb + 4.0 * d * r * r * k for pb, d in group_sizes) / FLOPS  # pieces
+                   + (2 * n * r * r + 2 * m * r * r) / FLOPS                                       # QR, SVD
+                   + 60 * (d_total * r * r + r**3 / 3) / FLOPS                                    # evaluations
+                   + (2 * r**3 + 2000 * n * r) / FLOPS)                                           # 1000 draws
     return {"exact": PathEstimate("exact", float(exact_bytes), float(exact_seconds)),
+            "subspace": PathEstimate("subspace", float(sub_bytes), float(sub_seconds)),
             "scalable": PathEstimate("scalable", float(scal_bytes), float(scal_seconds))}
 
 

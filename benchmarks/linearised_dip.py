@@ -286,7 +286,8 @@ def scaling_row(size, args):
             la = LinearisedLaplace(fit, op, noise_std=meas.noise_std, config=cfg, progress=args.progress)
             v["setup_s"] = time.perf_counter() - t0
             v["path"], v["timings"] = la.path, dict(la.timings)
-            v["P"], v["N"], v["m_rows"] = la.jac.num_params, fit.x.numel(), la.m
+            m_full = la.m + (la.subspace.outside_count if la.subspace is not None else 0)
+            v["P"], v["N"], v["m_rows"] = la.jac.num_params, fit.x.numel(), m_full
             v["estimates"] = {k: [e.bytes, e.seconds] for k, e in la.path_estimates.items()}
             v["jacobian_s"] = sum(la.timings.get(k, 0.0) for k in ("jacobian", "subspace", "kernel_pieces",
                                                                     "g_prior"))

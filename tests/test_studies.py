@@ -214,6 +214,8 @@ def test_killed_worker_mid_task_loses_nothing(cluster, tmp_path):
 def test_tasks_of_a_config_and_toml_roundtrip(tmp_path):
     tasks = study_tasks(QUICK)
     assert len(tasks) == len({t.key for t in tasks}) == 20
+    # Image-major: the first half of the tasks is image 0 in every (setting, method) cell.
+    assert {t.image for t in tasks[:10]} == {0} and len({(t.setting, t.method) for t in tasks[:10]}) == 10
     text = """
 name = "from-toml"
 images = 2

@@ -303,10 +303,11 @@ def run_study(config: StudyConfig, out, *, workers: int | None = None,
         try:
             prepare_folder(config, folder)
             futures = {}
-            for t in pending:
+            for rank, t in enumerate(pending):
+                # Priorities keep the tasks' order (image-major) on the workers too.
                 fut = client.submit(execute_task, t, str(folder), task_fn, 1,
                                     key=f"study-{t.key}-{uuid.uuid4().hex[:8]}", pure=False,
-                                    retries=retries)
+                                    retries=retries, priority=len(pending) - rank)
                 futures[fut] = t
             bar = tqdm(total=len(pending), desc=f"study {config.name}", disable=not progress)
             for fut in as_completed(futures, loop=client.loop):

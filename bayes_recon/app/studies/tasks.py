@@ -71,11 +71,15 @@ def _task_seed(base: int, setting: Setting, image: int) -> int:
 
 
 def study_tasks(config: StudyConfig) -> list[Task]:
-    """Every task of ``config``, ordered setting → method → image."""
+    """Every task of ``config``, ordered image → setting → method.
+
+    Image-major, so that a study stopped part-way (and resumed later) has the
+    same first images in every cell: its partial report is a fair comparison.
+    """
     if not isinstance(config, StudyConfig):
         raise TypeError(f"config must be a StudyConfig, got {type(config).__name__}")
     return [Task(s, m, i, _task_seed(config.seed, s, i))
-            for s in config.settings for m in config.methods for i in range(config.images)]
+            for i in range(config.images) for s in config.settings for m in config.methods]
 
 
 def versions() -> dict:

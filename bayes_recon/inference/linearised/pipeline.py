@@ -38,9 +38,12 @@ class LinearisedDIPConfig:
         MLL (type-II) hyperparameters, whose 90 % intervals cover 0.99–1.00
         of the pixels (too wide). ``κ = 20`` was chosen on training digits
         (28², 20 angles, 5 % noise) and gives 90 % coverage 0.85–0.95 on
-        held-out test digits (docs/scaling.md, "Calibration"); the expected
+        held-out test digits (docs/scaling.md, "Calibration"). The expected
         TV it penalises is a sum over pixels, so other image sizes and
-        intensity ranges may want another value.
+        intensity ranges may want another value: on 64² and 128²
+        natural-image crops κ = 20 gives intervals that are too narrow, and
+        ``predcp_scale=0`` with ``LaplaceConfig(g_prior=True)`` measured
+        better (docs/scaling.md, "Calibration at 64² and 128²").
     evidence_iterations : int
     num_samples : int
     laplace : LaplaceConfig

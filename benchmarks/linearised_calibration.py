@@ -1,9 +1,10 @@
 """Calibration of the linearised DIP against the TV-PredCP rate κ (issue 10).
 
-Usage: python benchmarks/linearised_calibration.py SPLIT DIGITS KAPPAS [--expansion fit] [--json PATH]
+Usage: python benchmarks/linearised_calibration.py SPLIT DIGITS KAPPAS [--size 28] [--expansion fit]
+       [--g-prior] [--rank 1024] [--json PATH]
 
     SPLIT   train | test (``bayes_recon.data.digits``; choose κ on train, check on test)
-    DIGITS  comma-separated indices, e.g. 0,1,2
+    DIGITS  comma-separated indices, e.g. 0,1,2 (of the natural-image crops with --size > 28)
     KAPPAS  comma-separated TV-PredCP rates, e.g. 0,5,20; each is warm-started
             from the previous one's hyperparameters (a single value = a fresh start,
             i.e. what ``linearised_dip`` does)
@@ -12,7 +13,9 @@ Problem: 28² digit, ``ParallelBeamCT(28, 20)``, 5 % noise (``simulate(..., seed
 σ known; DIP with the library defaults (γ = 3σ, 300 Adam steps at lr 1e-3, 32-channel
 U-Net, seed = digit); exact path; hyperparameters by L-BFGS on evidence + κ·TV-PredCP;
 1000 posterior draws; ``diagnostics.calibration`` against the truth (which plays no part
-in any fit). Prints one line per (digit, κ): coverage at 50/90/95 %, calibration error,
+in any fit). With ``--size 64`` or ``128``: crop ``i`` of ``natural_patches(SPLIT, size, ·,
+seed=0)`` with ``ParallelBeamCT(size, 60)`` or ``(size, 90)`` (the scaling benchmark's
+problems), path chosen by the library (the subspace path). Prints one line per (digit, κ): coverage at 50/90/95 %, calibration error,
 test log-likelihood, mean posterior std, RMSE of the mean, seconds.
 """
 
@@ -25,7 +28,7 @@ import warnings
 
 import torch
 
-from bayes_recon.data import digits, simulate
+from bayes_recon.data import digits, natural_patches, simulate
 from bayes_recon.diagnostics import calibration
 from bayes_recon.inference.dip import fit_dip
 from bayes_recon.inference.linearised.laplace import LaplaceConfig, LinearisedLaplace
@@ -39,14 +42,20 @@ def main(argv=None) -> None:
     ap.add_argument("digits", help="comma-separated indices")
     ap.add_argument("kappas", help="comma-separated TV-PredCP rates")
     ap.add_argument("--expansion", choices=("fit", "linearised"), default="fit")
+    ap.add_argument("--g-prior", action="store_true", help="LaplaceConfig(g_prior=True)")
+    ap.add_argument("--size", type=int, default=28, help="28: digits; larger: natural-image crops")
+    ap.add_argument("--rank", type=int, default=LaplaceConfig.subspace_rank, help="LaplaceConfig.subspace_rank")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     indices = [int(a) for a in args.digits.split(",")]
     kappas = [float(k) for k in args.kappas.split(",")]
     defaults = LinearisedDIPConfig()
-    op = ParallelBeamCT(28, 20)
-    truths = digits(args.split, 28)
+    if args.size == 28:
+        op, truths, path = ParallelBeamCT(28, 20), digits(args.split, 28), "exact"
+    else:
+        op = ParallelBeamCT(args.size, 60 if args.size <= 64 else 90)
+        truths, path = natural_patches(args.split, args.size, max(indices) + 1, seed=0), "auto"
     rows = []
     for i in indices:
         x = truths[i:i + 1]
@@ -55,7 +64,9 @@ def main(argv=None) -> None:
         fit = fit_dip(meas.y, op, defaults.tv_scale * meas.noise_std, defaults.iterations, lr=defaults.lr,
                       seed=i, network_config=defaults.network, progress=False)
         la = LinearisedLaplace(fit, op, noise_std=meas.noise_std,
-                               config=LaplaceConfig(path="exact", expansion=args.expansion), progress=False)
+                               config=LaplaceConfig(path=path, expansion=args.expansion, g_prior=args.g_prior,
+                                                    subspace_rank=args.rank),
+                               progress=False)
         print(f"{args.split} digit {i}: DIP and Laplace set-up {time.perf_counter() - t0:.1f} s", flush=True)
         for kappa in kappas:
             t0 = time.perf_counter()
@@ -64,7 +75,7 @@ def main(argv=None) -> None:
                 evidence = la.optimise_evidence(predcp_scale=kappa, method="lbfgs")
                 post = la.sample(1000, seed=i)
             rep = calibration(post, x[0], levels=(0.5, 0.9, 0.95), patch_sizes=())
-            row = dict(split=args.split, digit=i, kappa=kappa, coverage=list(rep.coverage),
+            row = dict(split=args.split, size=args.size, digit=i, path=la.path, g_prior=args.g_prior, kappa=kappa, coverage=list(rep.coverage),
                        calibration_error=rep.calibration_error, test_log_likelihood=rep.test_log_likelihood,
                        mean_std=rep.mean_std, rmse=rep.rmse, seconds=time.perf_counter() - t0,
                        converged=evidence.converged, warnings=sorted({w.category.__name__ for w in caught}))

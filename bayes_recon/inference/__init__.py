@@ -13,6 +13,7 @@ from .linearised import (
     EvidenceResult,
     LaplaceConfig,
     LinearisedLaplace,
+    SubspaceTruncationWarning,
     fixed_noise_posterior,
     linearised_dip,
     mc_dropout_posterior,
@@ -59,5 +60,6 @@ __all__ = [
     "fixed_noise_posterior",
     "CholeskyJitterWarning",
     "EvidenceConvergenceWarning",
+    "SubspaceTruncationWarning",
     "EvidenceResult",
 ]

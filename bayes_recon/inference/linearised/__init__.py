@@ -24,6 +24,7 @@ from .linalg import CholeskyError, CholeskyJitterWarning, recording_warnings, ro
 from .optimise import LBFGSResult, lbfgs_maximise
 from .pipeline import linearised_dip
 from .predcp import TVPredCP
+from .subspace import JacobianSubspace, SubspaceTruncationWarning, jacobian_subspace
 from .weight_prior import MaternFilterPrior, distance_classes
 
 __all__ = [
@@ -41,6 +42,9 @@ __all__ = [
     "LaplaceConfig",
     "EvidenceResult",
     "EvidenceConvergenceWarning",
+    "SubspaceTruncationWarning",
+    "JacobianSubspace",
+    "jacobian_subspace",
     "NumericalRecord",
     "LOG_LENGTHSCALE_BOUNDS",
     "linearised_dip",

@@ -164,11 +164,14 @@ def jacobian_subspace(jac: NetworkJacobian, prior: MaternFilterPrior, op, y_rows
         return torch.cat(out) if out else rows.new_zeros(0, n)
 
     def prior_draws(k: int) -> torch.Tensor:
-        def one(chunk):
-            eps = torch.randn(chunk.shape[0], jac.num_params, generator=gen, dtype=f64, device=dev)
+        """``(k, N)`` draws ``J Σ₀^{1/2} ε``, made a batch at a time (``ε`` never all in memory)."""
+        out = []
+        for start in range(0, k, batch):
+            eps = torch.randn(min(batch, k - start), jac.num_params, generator=gen, dtype=f64, device=dev)
             tang = prior.apply_sqrt(eps, log_lengthscale, log_variance).to(jac.dtype)
-            return jac.jvp(tang).to(f64)
-        return batched(torch.empty(k, 0, device=dev), one)
+            out.append(jac.jvp(tang).to(f64))
+            bar.update(out[-1].shape[0])
+        return torch.cat(out)
 
     with torch.no_grad():
         q = torch.linalg.qr(prior_draws(r).T).Q                               # (N, r)
@@ -193,7 +196,7 @@ def jacobian_subspace(jac: NetworkJacobian, prior: MaternFilterPrior, op, y_rows
     if missed > tolerance:
         warnings.warn(f"the rank-{r} Jacobian subspace misses an estimated {missed:.3g} of the prior "
                       f"variance (> config.subspace_tolerance = {tolerance:g}); raise config.subspace_rank",
-                      SubspaceTruncationWarning, stacklevel=3)
+                      SubspaceTruncationWarning, stacklevel=4)   # the LinearisedLaplace(...) call
     return JacobianSubspace(basis=q, jacobian=ProjectedJacobian(w, jac), operator=MatrixOperator(h, (1, 1, r)),
                             data_basis=u, reduced_data=reduced, outside_sq=outside_sq,
                             outside_count=int(resid.numel() - u.shape[1]), image_mean=x_star,

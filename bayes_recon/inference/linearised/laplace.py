@@ -190,7 +190,7 @@ class LinearisedLaplace(HyperparameterAccessMixin, PosteriorMixin):
             self.jac.set_column_scale(self._g_prior_scale())
             self.timings["g_prior"] = time.perf_counter() - t0
         if self.path == "subspace":
-            self._project(noise_std)
+            self._project()
         self.x_star = self.jac.output.detach().to(f64)                   # (N,); 0 in subspace coordinates
         self.residual = (self.y - forward_rows(self.kernel_op, self.x_star[None])).reshape(-1)
         theta_lin = self.jac.linear_theta                                   # θ* in J's coordinates
@@ -255,7 +255,7 @@ class LinearisedLaplace(HyperparameterAccessMixin, PosteriorMixin):
             var = torch.stack([theta[g.slice].pow(2).mean() for g in self.groups])
         return log_ls, var.clamp_min(1e-12)
 
-    def _project(self, noise_std):
+    def _project(self):
         """Swap in the reduced problem of the ``subspace`` path (see :mod:`.subspace`)."""
         cfg = self.config
         t0 = time.perf_counter()

@@ -16,7 +16,7 @@ from .config import NumericalRecord
 from .evidence import DataKernelOperator, NystromPreconditioner, adjoint_rows
 from .linalg import recording_warnings
 from .sampling import (RunningMoments, _kyy_cholesky, exact_posterior_covariance, exact_posterior_mean, exact_samples,
-                       matheron_batches)
+                       matheron_batches, posterior_cholesky)
 
 __all__ = ["PosteriorMixin"]
 
@@ -44,24 +44,31 @@ class PosteriorMixin:
         cov = self._kernel_posterior_covariance(record)
         return cov if self.subspace is None else self.subspace.lift_covariance(cov)
 
-    def _kernel_posterior_covariance(self, record):
+    def _kernel_matrices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``K`` and ``A K Aᵀ`` in the kernel's coordinates at the current hyperparameters."""
+        ls, var = self.log_lengthscale, self.log_variance
+        return self.kernel.image_kernel(ls, var), self.kernel.data_kernel(ls, var)
+
+    def _kernel_posterior_covariance(self, record, kernels=None):
         """Posterior covariance in the kernel's coordinates (pixels, or the subspace's ``u``)."""
         with torch.no_grad():
-            ls, var = self.log_lengthscale, self.log_variance
-            k = self.kernel.image_kernel(ls, var)
-            kd = self.kernel.data_kernel(ls, var)
+            k, kd = kernels if kernels is not None else self._kernel_matrices()
             return exact_posterior_covariance(k, kd, self.log_noise_variance.exp(), self.kernel_op, record)
 
-    def _kernel_posterior_mean(self, record):
+    def _kernel_posterior_mean(self, record, kernels=None):
         """Posterior mean in the kernel's coordinates ``(n,)`` (dense kernel only)."""
         if self.target is None:
             return self.prior_mean.clone()
         with torch.no_grad():
-            ls, var = self.log_lengthscale, self.log_variance
-            k = self.kernel.image_kernel(ls, var)
-            kd = self.kernel.data_kernel(ls, var)
+            k, kd = kernels if kernels is not None else self._kernel_matrices()
             return exact_posterior_mean(self.prior_mean, k, kd, self.log_noise_variance.exp(), self.kernel_op,
                                         self.target, record)
+
+    def _kernel_posterior(self, record):
+        """``(mean, covariance)`` in the kernel's coordinates, the kernels built once."""
+        with torch.no_grad():
+            kernels = self._kernel_matrices()
+            return self._kernel_posterior_mean(record, kernels), self._kernel_posterior_covariance(record, kernels)
 
     def _lift(self, rows: torch.Tensor) -> torch.Tensor:
         """Kernel coordinates ``(s, n)`` to images ``(s, N)`` (identity off the subspace path)."""
@@ -123,15 +130,15 @@ class PosteriorMixin:
     def _draw_batches(self, num_samples, gen, record, progress):
         """Batches ``(s, N)`` of posterior draws (float64)."""
         if self.kernel is not None:
-            mean = self._kernel_posterior_mean(record)
-            cov = self._kernel_posterior_covariance(record)
+            mean, cov = self._kernel_posterior(record)
+            chol = posterior_cholesky(cov, record)   # one factorisation for every batch
             bs = self.config.sample_batch_size
             for start in range(0, num_samples, bs):
-                yield self._lift(exact_samples(mean, cov, min(bs, num_samples - start), gen, record))
+                yield self._lift(exact_samples(mean, cov, min(bs, num_samples - start), gen, record, cholesky=chol))
             return
         yield from matheron_batches(self.prior_mean, self.jac, self.prior, self.kernel_op,
-                                    self.log_lengthscale, self.log_variance, self.log_noise_variance.exp(), num_samples, gen,
-                                    self._preconditioner(), tol=self.config.cg_tolerance,
+                                    self.log_lengthscale, self.log_variance, self.log_noise_variance.exp(),
+                                    num_samples, gen, self._preconditioner(), tol=self.config.cg_tolerance,
                                     max_iter=self.config.max_cg_iterations,
                                     batch_size=self.config.sample_batch_size, target=self.target,
                                     record=record, progress=progress)
@@ -171,9 +178,7 @@ class PosteriorMixin:
         record = NumericalRecord(evaluations=1)
         with torch.no_grad(), recording_warnings(record):
             if self.kernel is not None:   # one factorisation for all draws
-                flat = self._lift(exact_samples(self._kernel_posterior_mean(record),
-                                                self._kernel_posterior_covariance(record), num_samples, gen,
-                                                record))
+                flat = self._lift(exact_samples(*self._kernel_posterior(record), num_samples, gen, record))
             else:
                 flat = torch.cat(list(self._draw_batches(num_samples, gen, record, progress)))
         shape = tuple(self.fit.x.shape[1:])

@@ -22,8 +22,8 @@ from .config import NumericalRecord
 from .evidence import adjoint_rows, forward_rows
 from .linalg import robust_cholesky
 
-__all__ = ["exact_posterior_covariance", "exact_posterior_mean", "exact_samples", "matheron_samples",
-           "matheron_batches", "kyy_matvec", "RunningMoments"]
+__all__ = ["exact_posterior_covariance", "exact_posterior_mean", "exact_samples", "posterior_cholesky",
+           "matheron_samples", "matheron_batches", "kyy_matvec", "RunningMoments"]
 
 
 def _kyy_cholesky(data_kernel, noise_variance, record):
@@ -61,12 +61,22 @@ def exact_posterior_mean(prior_mean: torch.Tensor, image_kernel: torch.Tensor,
     return mean + (forward_rows(op, image_kernel) @ alpha).reshape(-1)
 
 
-def exact_samples(mean: torch.Tensor, covariance: torch.Tensor, num_samples: int,
-                  generator: torch.Generator, record: NumericalRecord | None = None) -> torch.Tensor:
-    """``(S, N)`` draws of ``N(mean, covariance)`` by a (jittered if needed) Cholesky factor."""
+def posterior_cholesky(covariance: torch.Tensor, record: NumericalRecord | None = None) -> torch.Tensor:
+    """Lower Cholesky factor of a posterior covariance (jittered if needed; jitter warned and recorded)."""
     chol, jitter = robust_cholesky(covariance, "posterior covariance", return_jitter=True)
     if record is not None:
         record.add_jitter(jitter)
+    return chol
+
+
+def exact_samples(mean: torch.Tensor, covariance: torch.Tensor, num_samples: int,
+                  generator: torch.Generator, record: NumericalRecord | None = None,
+                  cholesky: torch.Tensor | None = None) -> torch.Tensor:
+    """``(S, N)`` draws of ``N(mean, covariance)`` by a (jittered if needed) Cholesky factor.
+
+    ``cholesky``: the factor from :func:`posterior_cholesky`, when drawing several batches.
+    """
+    chol = posterior_cholesky(covariance, record) if cholesky is None else cholesky
     eps = torch.randn(num_samples, covariance.shape[0], generator=generator, dtype=covariance.dtype,
                       device=generator.device)
     return mean.reshape(1, -1).to(covariance) + eps.to(covariance.device) @ chol.T

@@ -49,6 +49,7 @@ from bayes_recon.data import digits, natural_patches, simulate
 from bayes_recon.inference.dip import fit_dip, pretrain_dip
 from bayes_recon.inference.linearised.baselines import fixed_noise_posterior, mc_dropout_posterior
 from bayes_recon.inference.linearised.evidence import direct_image_kernel, forward_rows
+from bayes_recon.inference.bootstrap_scale import bootstrap_std_scale, scale_spread
 from bayes_recon.inference.linearised.laplace import LaplaceConfig, LinearisedLaplace
 from bayes_recon.inference.linearised.pipeline import LinearisedDIPConfig
 from bayes_recon.inference.linearised.linalg import robust_cholesky
@@ -317,11 +318,23 @@ def scaling_row(size, args):
             # Draws are independent batches of config.sample_batch_size: time is linear in the count.
             v["samples_s"] = v["samples_measured_s"] * 1000 / n_samples
             v["solver_converged"] = bool(post.extras.get("solver_converged", True))
+            v["bootstrap_s"] = 0.0
+            if name == "default" and LinearisedDIPConfig.calibration == "bootstrap":
+                # The default's level calibration (linearised_dip): DIP refits on data simulated from x*.
+                v["uncalibrated"] = _calib(post, x)
+                boot = bootstrap_std_scale(
+                    lambda y_k, k: fit_dip(y_k, op, gamma, iters, lr=args.lr_sizes, seed=7919 * (k + 1),
+                                           progress=False).x,
+                    op, fit.x, post.std, meas.noise_std, fits=LinearisedDIPConfig.bootstrap_fits,
+                    level=LinearisedDIPConfig.calibration_level, seed=0, progress=args.progress)
+                v["bootstrap_s"], v["bootstrap_factor"] = boot.seconds, boot.scale
+                v["std_scale"] = max(LinearisedDIPConfig.bootstrap_min_scale, boot.scale)
+                post = scale_spread(post, v["std_scale"])
             v["peak_rss"] = rss.read()
             v["warnings"] = sorted({w.category.__name__ for w in caught})
         _reemit(caught)
         v.update(_calib(post, x))
-        v["total_s"] = row["dip_s"] + v["setup_s"] + v["hyper_s"] + v["samples_s"]
+        v["total_s"] = row["dip_s"] + v["setup_s"] + v["hyper_s"] + v["samples_s"] + v["bootstrap_s"]
         row["variants"][name] = v
         del la, post
     rss.close()
@@ -339,8 +352,9 @@ def scaling_table(rows, args):
     lines = [f"_{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.processor() or platform.machine()}, "
              f"torch {torch.__version__}, {args.threads} thread(s); 5 % noise, known σ, one image per size._\n",
              "| size | problem | path / hyper-fit | N / P / m | DIP fit (s) | Jacobian work (s) | hyper fit (s) | "
-             "1000 samples (s) | total (s) | peak RSS | PSNR x* / mean (dB) | coverage 50/90/95 % | cal. err. | test LL |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "1000 samples (s) | bootstrap (s) | total (s) | peak RSS | PSNR x* / mean (dB) | coverage 50/90/95 % | "
+             "cal. err. | test LL |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for name, v in r["variants"].items():
             head = (f"| {r['size']}² | {r['problem']}, {r['angles']} angles | ")
@@ -354,7 +368,7 @@ def scaling_table(rows, args):
                 else:
                     n28, txt = "?", "not extrapolated (no 28² evaluation count; pass --today-evaluation-count)"
                 lines.append(head + f"today: {v['path']} L-BFGS, fit exp. (timed {len(v['seconds_per_evaluation'])} eval.) | {dims} | {r['dip_s']:.0f} | "
-                             f"{v['jacobian_s']:.1f} | {txt}: {spe:.1f} s/eval × {n28} evals | — | — | "
+                             f"{v['jacobian_s']:.1f} | {txt}: {spe:.1f} s/eval × {n28} evals | — | — | — | "
                              f"{_mb(v['peak_rss'])} | {r['psnr_dip']:.2f} / — | — | — | — |")
                 continue
             cov = "/".join(f"{c:.2f}" for c in v["coverage"])
@@ -368,8 +382,12 @@ def scaling_table(rows, args):
                         if v.get("subspace") else "")
                      + f", {fit_name}" + (f", κ = {v['predcp_scale']:g}" if v.get("predcp_scale") else "")
                      + (" + g-prior" if name.endswith("+g") else ""))
+            if v.get("std_scale"):
+                u = v["uncalibrated"]
+                label += (f", bootstrap factor {v['bootstrap_factor']:.2f} → × {v['std_scale']:.2f}"
+                          f" (before: coverage {'/'.join(f'{c:.2f}' for c in u['coverage'])}, test LL {u['test_ll']:.3f})")
             lines.append(head + f"{label} | {dims} | {r['dip_s']:.0f} | {v['jacobian_s']:.1f} | {v['hyper_s']:.1f} | "
-                         f"{samp} | {v['total_s']:.0f} | {_mb(v['peak_rss'])} | "
+                         f"{samp} | {v.get('bootstrap_s', 0.0):.1f} | {v['total_s']:.0f} | {_mb(v['peak_rss'])} | "
                          f"{r['psnr_dip']:.2f} / {v['psnr_mean']:.2f} | {cov} | {v['calibration_error']:.3f} | "
                          f"{v['test_ll']:.3f} |")
     return "\n".join(lines)

@@ -308,6 +308,7 @@ def _run_dip(s: MethodSettings, op, y, noise_std, cache: dict | None) -> MethodR
                 "evidence_iterations": res.evidence.iterations,
                 "evidence_stop_reason": res.evidence.stop_reason,
                 "dip_best_iteration": res.fit.best_iteration,
+                "std_scale": None if res.bootstrap is None else res.bootstrap.scale,
                 "timings_s": dict(res.timings)}
         return MethodResult(post.mean[None], posterior=post, point_estimate=res.fit.x,
                             noise_std=post.noise_std, info=info)

@@ -4,6 +4,7 @@ Every method returns a :class:`Posterior` (or a point estimate), which
 ``bayes_recon.diagnostics`` turns into ArviZ data and calibration reports.
 """
 
+from .bootstrap_scale import BootstrapScale, bootstrap_std_scale, scale_spread
 from .collapsed import SLQConfig, collapsed_log_likelihood, collapsed_log_posterior
 from .dip import DIPFit, dip_input, fit_dip, pretrain_dip
 from .gaussian_posterior import GaussianImagePosterior, XSolverConfig
@@ -57,6 +58,9 @@ __all__ = [
     "LinearisedDIPConfig",
     "LinearisedDIPResult",
     "mc_dropout_posterior",
+    "bootstrap_std_scale",
+    "BootstrapScale",
+    "scale_spread",
     "fixed_noise_posterior",
     "CholeskyJitterWarning",
     "EvidenceConvergenceWarning",

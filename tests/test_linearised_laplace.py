@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bayes_recon.data import digits, simulate
+from bayes_recon.data import digits, natural_patches, simulate
 from bayes_recon.inference.dip import DIPFit, fit_dip
 from bayes_recon.inference.linearised.baselines import fixed_noise_posterior, mc_dropout_posterior
 from bayes_recon.inference.linearised.evidence import direct_image_kernel, forward_rows
@@ -445,3 +445,22 @@ def test_default_linearised_dip_is_calibrated_full():
     cover, ll, per_digit = _default_calibration(range(10))
     assert 0.85 <= cover <= 0.95, per_digit
     assert ll > TV_MAP_TEST_LL, ll
+
+
+@pytest.mark.slow
+def test_default_linearised_dip_is_calibrated_on_64_crops():
+    """The bootstrap's job: 64² natural-image test crops 0–3, 60 angles, 5 % noise, library defaults.
+
+    Without the bootstrap the 90 % intervals covered 0.38–0.54 of the pixels (mean 0.46); with it
+    0.76–0.95, mean 0.878 (docs/scaling.md). Tolerance: mean in [0.80, 0.95].
+    """
+    op = ParallelBeamCT(64, 60)
+    truths = natural_patches("test", 64, 4, seed=0)
+    cover = []
+    for i in range(4):
+        x = truths[i:i + 1]
+        meas = simulate(op, x, 0.05, seed=i)
+        res = linearised_dip(meas.y, op, meas.noise_std, LinearisedDIPConfig(), seed=i, progress=False)
+        assert res.posterior.extras["std_scale"] == max(1.0, res.bootstrap.scale)
+        cover.append(calibration(res.posterior, x[0], levels=(0.9,), patch_sizes=()).coverage[0])
+    assert 0.80 <= float(np.mean(cover)) <= 0.95, cover

@@ -124,6 +124,8 @@ def _summary(settings: MethodSettings) -> dict:
         info = {"dip_iterations": d.iterations, "dip_lr": d.lr, "samples": settings.dip_samples}
         if m == "linearised-dip":
             info["predcp_scale"] = d.predcp_scale
+            info["calibration"] = (f"bootstrap ({d.bootstrap_fits} DIP refits, factor >= {d.bootstrap_min_scale:g})"
+                                   if d.calibration == "bootstrap" else d.calibration)
         if m == "mc-dropout-dip":
             info["dropout"] = settings.dropout
         return info
@@ -176,10 +178,10 @@ def run_demo(config: DemoConfig) -> dict:
                             cache=problem.cache)
         elapsed = time.perf_counter() - start
         info = _summary(settings)
-        for key in ("converged", "log_evidence", "dip_fit_shared"):
-            if key in result.info:
+        for key in ("converged", "log_evidence", "std_scale", "dip_fit_shared"):
+            if result.info.get(key) is not None:
                 value = result.info[key]
-                info[key] = round(float(value), 2) if key == "log_evidence" else value
+                info[key] = round(float(value), 2) if key in ("log_evidence", "std_scale") else value
         slug = _slug(name)
         x = result.x.detach().float()
         write_npy(out / f"{slug}.npy", x[0].numpy())

@@ -101,10 +101,19 @@ def simulate(op: LinearOperator, x: torch.Tensor, relative_noise: float = 0.05,
                 stacklevel=2,
             )
         gen = torch.Generator(device=x.device).manual_seed(seed)
-        real_dtype = clean.real.dtype if clean.is_complex() else clean.dtype
-        noise = torch.randn(clean.shape, generator=gen, dtype=real_dtype, device=x.device)
-        if clean.is_complex():
-            imag = torch.randn(clean.shape, generator=gen, dtype=real_dtype, device=x.device)
-            noise = torch.complex(noise, imag)
-        y = clean + noise_std * noise
+        y = clean + white_noise(clean, noise_std, gen)
     return Measurement(y=y, noise_std=noise_std)
+
+
+def white_noise(like: torch.Tensor, noise_std: float, generator: torch.Generator) -> torch.Tensor:
+    """``N(0, noise_std²)`` noise of ``like``'s shape, dtype and device.
+
+    For a complex ``like`` the real and the imaginary parts each get ``noise_std``
+    (as :func:`simulate` adds them). ``generator`` must live on ``like.device``.
+    """
+    real_dtype = like.real.dtype if like.is_complex() else like.dtype
+    noise = torch.randn(like.shape, generator=generator, dtype=real_dtype, device=like.device)
+    if like.is_complex():
+        imag = torch.randn(like.shape, generator=generator, dtype=real_dtype, device=like.device)
+        noise = torch.complex(noise, imag)
+    return noise_std * noise

@@ -236,6 +236,8 @@ def test_dip_posteriors(tmp_path, method):
             metrics = _run(tmp_path, "--method", method, *DIP, "--evidence-iterations", "10",
                            "--num-samples", "40")
         assert metrics["info"]["evidence_converged"] is False
+        # The default bootstrap ran and the applied factor is max(1, its factor).
+        assert metrics["info"]["std_scale"] == max(1.0, metrics["info"]["bootstrap_factor"])
     else:
         metrics = _run(tmp_path, "--method", method, *DIP, "--num-samples", "40")
     _check_posterior_run(tmp_path, metrics, chains=1, draws=40)

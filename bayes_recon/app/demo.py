@@ -178,10 +178,11 @@ def run_demo(config: DemoConfig) -> dict:
                             cache=problem.cache)
         elapsed = time.perf_counter() - start
         info = _summary(settings)
-        for key in ("converged", "log_evidence", "std_scale", "dip_fit_shared"):
+        for key in ("converged", "log_evidence", "bootstrap_factor", "std_scale", "dip_fit_shared"):
             if result.info.get(key) is not None:
                 value = result.info[key]
-                info[key] = round(float(value), 2) if key in ("log_evidence", "std_scale") else value
+                numeric = key in ("log_evidence", "bootstrap_factor", "std_scale")
+                info[key] = round(float(value), 2) if numeric else value
         slug = _slug(name)
         x = result.x.detach().float()
         write_npy(out / f"{slug}.npy", x[0].numpy())

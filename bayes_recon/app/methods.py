@@ -308,7 +308,9 @@ def _run_dip(s: MethodSettings, op, y, noise_std, cache: dict | None) -> MethodR
                 "evidence_iterations": res.evidence.iterations,
                 "evidence_stop_reason": res.evidence.stop_reason,
                 "dip_best_iteration": res.fit.best_iteration,
-                "std_scale": None if res.bootstrap is None else res.bootstrap.scale,
+                # The bootstrap's factor, and the one applied (max(bootstrap_min_scale, factor)).
+                "bootstrap_factor": None if res.bootstrap is None else res.bootstrap.scale,
+                "std_scale": res.posterior.extras.get("std_scale"),
                 "timings_s": dict(res.timings)}
         return MethodResult(post.mean[None], posterior=post, point_estimate=res.fit.x,
                             noise_std=post.noise_std, info=info)

@@ -135,6 +135,7 @@ def test_linearised_dip_bootstrap_rescales_the_laplace_posterior(min_scale):
     ("calibration", "isotonic", ValueError, "config.calibration must be one of"),
     ("bootstrap_fits", 0, ValueError, "config.bootstrap_fits"),
     ("bootstrap_min_scale", -1.0, ValueError, "config.bootstrap_min_scale"),
+    ("calibration_level", 1.5, ValueError, "config.calibration_level must be a probability"),
 ])
 def test_linearised_dip_rejects_bad_calibration_settings(field, value, exc, words):
     op, meas, cfg = _tiny_problem()

@@ -161,7 +161,9 @@ def bootstrap_std_scale(reconstruct: Callable[[torch.Tensor, int], torch.Tensor]
         z.append(((x_k.detach() - estimate) / std).abs().flatten().to(torch.float64))
     z = torch.cat(z)
     halfwidth = gaussian_interval_halfwidth(level)
-    return BootstrapScale(scale=float(torch.quantile(z, level)) / halfwidth, level=level,
+    # kthvalue, not torch.quantile: the latter refuses inputs above 2**24 entries (large images).
+    z_level = float(z.kthvalue(max(1, math.ceil(level * z.numel()))).values)
+    return BootstrapScale(scale=z_level / halfwidth, level=level,
                           coverage_before=float((z < halfwidth).double().mean()),
                           z_rms=float(z.square().mean().sqrt()), fits=fits,
                           seconds=time.perf_counter() - t0)

@@ -59,6 +59,13 @@ def check_positive(name: str, value, *, allow_zero: bool = False) -> float:
     return v
 
 
+def check_probability(name: str, value) -> float:
+    """Check a number strictly between 0 and 1; returns it as float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be a probability in (0, 1), got {value!r}")
+    return float(value)
+
+
 def check_int(name: str, value, *, minimum: int | None = None) -> int:
     """Check an integer (not bool) with an optional lower bound."""
     if isinstance(value, bool) or not isinstance(value, int):

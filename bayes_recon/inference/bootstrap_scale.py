@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .._validation import check_int, check_positive, check_tensor
+from .._validation import check_int, check_positive, check_probability, check_tensor
 from ..data.simulate import white_noise
 from ..operators.base import LinearOperator
 from ..posterior import Posterior
@@ -65,15 +65,10 @@ class BootstrapScale:
     seconds: float
 
 
-def _check_level(level) -> float:
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < level < 1.0:
-        raise ValueError(f"level must be a probability in (0, 1), got {level!r}")
-    return float(level)
-
-
 def gaussian_interval_halfwidth(level: float) -> float:
     """``z`` with ``P(|N(0, 1)| < z) = level``, e.g. 1.6449 for 0.9."""
-    return math.sqrt(2.0) * torch.special.erfinv(torch.tensor(_check_level(level), dtype=torch.float64)).item()
+    p = torch.tensor(check_probability("level", level), dtype=torch.float64)
+    return math.sqrt(2.0) * torch.special.erfinv(p).item()
 
 
 def bootstrap_std_scale(reconstruct: Callable[[torch.Tensor, int], torch.Tensor], op: LinearOperator,
@@ -143,7 +138,7 @@ def bootstrap_std_scale(reconstruct: Callable[[torch.Tensor, int], torch.Tensor]
         raise ValueError("std must be positive at every pixel (a zero std cannot be scaled)")
     noise_std = check_positive("noise_std", noise_std)
     check_int("fits", fits, minimum=1)
-    level = _check_level(level)
+    level = check_probability("level", level)
     check_int("seed", seed, minimum=0)
     t0 = time.perf_counter()
     gen = torch.Generator(device=estimate.device).manual_seed(seed)

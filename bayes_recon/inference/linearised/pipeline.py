@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..._validation import check_choice, check_int, check_positive
+from ..._validation import check_choice, check_int, check_positive, check_probability
 from ...models.unet import UNetConfig
 from ...operators.base import LinearOperator
 from ...operators.classical import rough_noise_std
@@ -164,9 +164,7 @@ def linearised_dip(y: torch.Tensor, op: LinearOperator, noise_std: float | None 
     check_choice("config.calibration", cfg.calibration, CALIBRATIONS)
     check_int("config.bootstrap_fits", cfg.bootstrap_fits, minimum=1)
     check_positive("config.bootstrap_min_scale", cfg.bootstrap_min_scale, allow_zero=True)
-    level = cfg.calibration_level
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < level < 1.0:
-        raise ValueError(f"config.calibration_level must be a probability in (0, 1), got {level!r}")
+    check_probability("config.calibration_level", cfg.calibration_level)
     if noise_std is not None:
         noise_std = check_positive("noise_std", noise_std)
     tv_weight = dip_tv_weight(cfg, op, y, noise_std)

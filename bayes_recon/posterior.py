@@ -255,11 +255,17 @@ class Posterior:
         return out[0] if scalar else out
 
     # ------------------------------------------------------------------ export
-    def to_arviz(self, truth=None, y=None, name: str = "x"):
-        """Export to ``arviz.InferenceData``; see ``bayes_recon.diagnostics.to_arviz``."""
+    def to_arviz(self, truth=None, y=None, name: str = "x", *, op=None, noise_std=None,
+                 predictive: bool = False, max_measurements: int | None = None, seed: int = 0):
+        """Export to ``arviz.InferenceData``; see ``bayes_recon.diagnostics.to_arviz``.
+
+        ``max_measurements=None`` means that function's default (4096 real entries).
+        """
         from .diagnostics.arviz_export import to_arviz  # lazy: diagnostics is a layer above
 
-        return to_arviz(self, truth=truth, y=y, name=name)
+        extra = {} if max_measurements is None else {"max_measurements": max_measurements}
+        return to_arviz(self, truth=truth, y=y, name=name, op=op, noise_std=noise_std,
+                        predictive=predictive, seed=seed, **extra)
 
     def __repr__(self) -> str:
         parts = [f"chains={self.num_chains}", f"draws={self.num_draws}", f"image_shape={self.image_shape}"]

@@ -4,8 +4,10 @@ A run folder holds ``reconstruction.npy`` (+ PNG, + 32-bit TIFF), ``truth.npy``
 (+ PNG) when the truth is known, and ``metrics.json``; a Bayesian run adds
 ``mean``/``std`` as ``.npy``, PNG and 32-bit TIFF, ``samples.npy``, a few
 ``sample_<i>.png`` and ``posterior.nc`` (ArviZ, with the truth in ``constant_data``
-when known and the measurement in ``observed_data``). For a Bayesian run
-``reconstruction`` is the posterior mean.
+when known and the measurement in ``observed_data``; with the forward operator and a
+known or estimated σ also ``posterior_predictive`` and ``log_likelihood``, see
+:func:`bayes_recon.diagnostics.to_arviz`). For a Bayesian run ``reconstruction`` is
+the posterior mean. ``calibrate`` adds ``calibration.json``/``.md`` and figures.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ POSTERIOR_FILE = "posterior.nc"
 
 
 def write_run(out, truth: torch.Tensor | None, x: torch.Tensor, metrics: dict, posterior=None,
-              y: torch.Tensor | None = None) -> Path:
+              y: torch.Tensor | None = None, op=None, noise_std: float | None = None) -> Path:
     """Write a run folder.
 
     Parameters
@@ -39,6 +41,13 @@ def write_run(out, truth: torch.Tensor | None, x: torch.Tensor, metrics: dict, p
         Samples ``(chains, draws, C, H, W)``.
     y : torch.Tensor, optional
         ``(1, *range_shape)``, stored in ``posterior.nc``'s ``observed_data``.
+    op : LinearOperator, optional
+        The forward model. With ``y`` and a noise level (``noise_std``, else
+        ``posterior.noise_std``) a Bayesian run's ``posterior.nc`` also gets the
+        ``posterior_predictive`` and ``log_likelihood`` groups (LOO in ``calibrate``).
+    noise_std : float, optional
+        σ the method used (given or estimated); None falls back to
+        ``posterior.noise_std``. Without a positive σ the predictive groups are left out.
 
     Returns
     -------
@@ -66,8 +75,13 @@ def write_run(out, truth: torch.Tensor | None, x: torch.Tensor, metrics: dict, p
         for i in range(min(3, posterior.num_draws)):
             write_png(out / f"sample_{i}.png", posterior.samples[0, i, 0].detach().cpu().numpy(),
                       vmin=0.0, vmax=1.0)
+        sigma = noise_std if noise_std is not None else posterior.noise_std
+        # A likelihood needs the operator, the data and a positive σ; without them the
+        # file is what it was before (samples, truth, measurement).
+        predictive = op is not None and y is not None and sigma is not None and float(sigma) > 0
         idata = to_arviz(posterior, truth=None if truth is None else truth[0],
-                         y=None if y is None else y[0])
+                         y=None if y is None else y[0], op=op,
+                         noise_std=sigma if predictive else None, predictive=predictive)
         write_netcdf(out / POSTERIOR_FILE, idata)
         metrics = {**posterior_summary(posterior), **metrics}
     write_json(out / "metrics.json", metrics)
@@ -95,14 +109,23 @@ def posterior_summary(posterior) -> dict:
 def calibrate_run(run_dir) -> dict:
     """Calibrate a saved Bayesian run; writes ``calibration.json``/``.md`` and figures.
 
+    With the truth in ``posterior.nc``: the calibration report (coverage, PIT,
+    test log-likelihood, sparsification) and its figures. With a
+    ``log_likelihood`` group: PSIS-LOO under the key ``"loo"``
+    (:func:`bayes_recon.diagnostics.loo_summary`), ``ppc.png`` (``az.plot_ppc``)
+    and ``loo_pit.png`` (``az.plot_loo_pit``). A measured scan (no truth) with the
+    predictive groups gets the LOO part only.
+
     Raises
     ------
     ValueError
         The folder or its ``posterior.nc`` is missing (a point-estimate run has
-        nothing to calibrate), or the file is unreadable.
+        nothing to calibrate), the file is unreadable, or it holds neither a
+        truth nor a log-likelihood.
     """
     from ..diagnostics import (
         calibration,
+        loo_summary,
         plot_calibration_curve,
         plot_error_vs_std,
         plot_pit,
@@ -124,14 +147,78 @@ def calibrate_run(run_dir) -> dict:
         idata = az.from_netcdf(str(path))
     except Exception as err:  # netCDF/HDF5 raise many types for a damaged file
         raise ValueError(f"{path} could not be read as ArviZ InferenceData: {err}") from None
-    if "constant_data" not in idata.groups() or "x_true" not in idata.constant_data:
-        raise ValueError(f"{path} carries no truth (constant_data['x_true']) to calibrate against")
-    report = calibration(idata)
-    write_json(run_dir / "calibration.json", report.to_dict(include_pit=False))
-    write_text(run_dir / "calibration.md", report.to_markdown())
-    plot_calibration_curve(report).savefig(run_dir / "calibration_curve.png", dpi=90)
-    plot_pit(report).savefig(run_dir / "pit.png", dpi=90)
-    plot_sparsification(report).savefig(run_dir / "sparsification.png", dpi=90)
-    truth = np.asarray(idata.constant_data["x_true"].values)
-    plot_error_vs_std(idata, truth).savefig(run_dir / "error_vs_std.png", dpi=90)
-    return report.to_dict(include_pit=False)
+    has_truth = "constant_data" in idata.groups() and "x_true" in idata.constant_data
+    has_loglik = "log_likelihood" in idata.groups()
+    if not has_truth and not has_loglik:
+        raise ValueError(
+            f"{path} carries no truth (constant_data['x_true']) to calibrate against and no "
+            "log_likelihood group for LOO (written when the run knows its operator and σ)"
+        )
+    result, markdown = {}, []
+    if has_truth:
+        report = calibration(idata)
+        result = report.to_dict(include_pit=False)
+        markdown.append(report.to_markdown())
+    if has_loglik:
+        result["loo"] = loo_summary(idata)
+        markdown.append(loo_markdown(result["loo"]))
+    write_json(run_dir / "calibration.json", result)
+    write_text(run_dir / "calibration.md", "\n\n".join(m.rstrip("\n") for m in markdown) + "\n")
+    if has_truth:
+        plot_calibration_curve(report).savefig(run_dir / "calibration_curve.png", dpi=90)
+        plot_pit(report).savefig(run_dir / "pit.png", dpi=90)
+        plot_sparsification(report).savefig(run_dir / "sparsification.png", dpi=90)
+        truth = np.asarray(idata.constant_data["x_true"].values)
+        plot_error_vs_std(idata, truth).savefig(run_dir / "error_vs_std.png", dpi=90)
+    if has_loglik:
+        _save_predictive_plots(idata, run_dir, az)
+    return result
+
+
+def loo_markdown(loo: dict) -> str:
+    """The LOO part of ``calibration.md``: estimates and the Pareto k̂ table."""
+    lines = [
+        "## Leave-one-out predictive check (PSIS-LOO, ArviZ)",
+        "",
+        f"{loo['num_observations']} measurement entries"
+        + (f" ({loo['measurement_subset']} of {loo['measurement_total']})"
+           if loo.get("measurement_subset") == "random subset" else "")
+        + f", {loo['num_samples']} posterior draws.",
+        "",
+        "| quantity | value |",
+        "|---|---|",
+        f"| elpd_loo (nats) | {loo['elpd_loo']:.3f} |",
+        f"| SE of elpd_loo | {loo['elpd_loo_se']:.3f} |",
+        f"| p_loo | {loo['p_loo']:.3f} |",
+        "| largest Pareto k̂ | "
+        + ("not estimable (too few draws in the tail)" if loo["pareto_k_max"] is None
+           else f"{loo['pareto_k_max']:.3f}") + " |",
+        "",
+        "| Pareto k̂ | entries |",
+        "|---|---|",
+    ]
+    lines += [f"| {label} | {count} |" for label, count in loo["pareto_k_counts"].items()]
+    if loo["warning"]:
+        lines += ["", f"Some k̂ exceed {loo['good_k']:.2f}: the importance-sampling LOO is "
+                      "unreliable for those entries (too few draws, or influential data)."]
+    return "\n".join(lines) + "\n"
+
+
+def _save_predictive_plots(idata, run_dir: Path, az) -> None:
+    """``ppc.png`` and ``loo_pit.png`` (one panel per observed variable: y, or y_real/y_imag)."""
+    import matplotlib.pyplot as plt
+
+    names = list(idata.observed_data.data_vars)
+    num_draws = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"]
+    # 100 replicated curves show the spread; thousands only slow the KDE down.
+    axes = az.plot_ppc(idata, num_pp_samples=min(100, num_draws), random_seed=0)
+    fig = np.ravel(axes)[0].get_figure()
+    fig.savefig(run_dir / "ppc.png", dpi=90)
+    plt.close(fig)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
+    for ax, var in zip(axes[0], names):
+        az.plot_loo_pit(idata, y=var, ax=ax)
+        ax.set_title(f"LOO-PIT of {var}")
+    fig.tight_layout()
+    fig.savefig(run_dir / "loo_pit.png", dpi=90)
+    plt.close(fig)

@@ -11,6 +11,7 @@ SUPN prior, posterior     ``nuts``, ``laplace`` (needs ``--prior``)
 learned denoiser          ``dae`` (``--problem denoise``; the shipped ``digits-dae``)
 deep image prior          ``dip`` (point estimate), ``linearised-dip``,
                           ``mc-dropout-dip``, ``fixed-sigma-dip``
+GMRF prior, posterior     ``gmrf`` (exact Gaussian posterior, evidence-fitted)
 ========================  =======================================================
 
 :func:`run_method` takes a :class:`MethodSettings` (typed, validated) and
@@ -33,11 +34,13 @@ from .._validation import check_int, check_positive
 from ..inference import (
     MAP_METHODS,
     SAMPLING_METHODS,
+    GMRFConfig,
     LinearisedDIPConfig,
     MAPConfig,
     SamplingConfig,
     fit_dip,
     fixed_noise_posterior,
+    gmrf_posterior,
     linearised_dip,
     map_estimate,
     mc_dropout_posterior,
@@ -50,7 +53,8 @@ from ..operators.classical import rough_noise_std
 
 __all__ = [
     "CLASSICAL_METHODS", "SUPN_MAP_METHODS", "SUPN_POSTERIOR_METHODS", "DIP_METHODS",
-    "PRIOR_METHODS", "POSTERIOR_METHODS", "DENOISER_METHODS", "ALL_METHODS", "NOISE_MODES",
+    "PRIOR_METHODS", "POSTERIOR_METHODS", "DENOISER_METHODS", "GMRF_METHODS", "ALL_METHODS",
+    "NOISE_MODES",
     "ClassicalSettings", "MethodSettings", "MethodResult",
     "classical_reconstruction", "load_prior", "run_method",
 ]
@@ -61,9 +65,13 @@ SUPN_POSTERIOR_METHODS = tuple(SAMPLING_METHODS)
 DIP_METHODS = ("dip", "linearised-dip", "mc-dropout-dip", "fixed-sigma-dip")
 #: The SUPN paper's denoising baseline: a shipped denoising autoencoder.
 DENOISER_METHODS = ("dae",)
+#: The exact Gaussian posterior of a GMRF (Tikhonov-type) prior: no network, no checkpoint.
+GMRF_METHODS = ("gmrf",)
+#: Draws of a GMRF posterior when ``num_samples`` is None (as the DIP posteriors).
+GMRF_DEFAULT_SAMPLES = 1000
 PRIOR_METHODS = SUPN_MAP_METHODS + SUPN_POSTERIOR_METHODS
-POSTERIOR_METHODS = SUPN_POSTERIOR_METHODS + DIP_METHODS[1:]
-ALL_METHODS = CLASSICAL_METHODS + PRIOR_METHODS + DIP_METHODS + DENOISER_METHODS
+POSTERIOR_METHODS = SUPN_POSTERIOR_METHODS + DIP_METHODS[1:] + GMRF_METHODS
+ALL_METHODS = CLASSICAL_METHODS + PRIOR_METHODS + DIP_METHODS + GMRF_METHODS + DENOISER_METHODS
 NOISE_MODES = ("known", "estimate")
 
 
@@ -96,7 +104,7 @@ class MethodSettings:
     noise : {"known", "estimate"}
         ``known``: the simulated σ is given to the method; ``estimate``: the
         method estimates it (SUPN: type-II ML of the collapsed evidence;
-        linearised DIP: the evidence; other methods: the RMS of the FBP
+        linearised DIP and gmrf: the evidence; other methods: the RMS of the FBP
         residual, see :func:`bayes_recon.operators.rough_noise_std`).
     seed : int
         Seeds the inference (network initialisation, chains, restarts, draws).
@@ -108,8 +116,8 @@ class MethodSettings:
     map : MAPConfig
     sampling : SamplingConfig
     num_samples : int or None
-        Draws per chain (SUPN posterior) or in total (DIP posteriors); None
-        takes 200 (SUPN) or ``dip.num_samples`` (DIP).
+        Draws per chain (SUPN posterior) or in total (DIP posteriors, gmrf);
+        None takes 200 (SUPN), ``dip.num_samples`` (DIP) or 1000 (gmrf).
     num_chains : int
         Chains of ``nuts``/``laplace``.
     dip : LinearisedDIPConfig
@@ -118,6 +126,8 @@ class MethodSettings:
         linearised-DIP evidence settings.
     dropout : float
         Dropout probability of ``mc-dropout-dip``, in (0, 1).
+    gmrf : GMRFConfig
+        Evidence-search settings of ``gmrf`` (ridge, bounds, tolerance, pixel limit).
     """
 
     method: str
@@ -132,6 +142,7 @@ class MethodSettings:
     num_chains: int = 2
     dip: LinearisedDIPConfig = field(default_factory=LinearisedDIPConfig)
     dropout: float = 0.1
+    gmrf: GMRFConfig = field(default_factory=GMRFConfig)
 
     def __post_init__(self):
         if self.method not in ALL_METHODS:
@@ -170,6 +181,8 @@ class MethodSettings:
                            sampling_config=dataclasses.asdict(self.sampling))
         elif self.method in DENOISER_METHODS:
             rec["denoiser"] = "digits-dae"
+        elif self.method in GMRF_METHODS:
+            rec.update(num_samples=self.gmrf_samples, gmrf_config=dataclasses.asdict(self.gmrf))
         else:
             rec["dip_config"] = dataclasses.asdict(self.dip)
             if self.method != "dip":
@@ -185,6 +198,10 @@ class MethodSettings:
     @property
     def dip_samples(self) -> int:
         return self.dip.num_samples if self.num_samples is None else self.num_samples
+
+    @property
+    def gmrf_samples(self) -> int:
+        return GMRF_DEFAULT_SAMPLES if self.num_samples is None else self.num_samples
 
 
 @dataclass
@@ -332,6 +349,17 @@ def _run_dip(s: MethodSettings, op, y, noise_std, cache: dict | None) -> MethodR
                         noise_std=noise_std, info=info)
 
 
+def _run_gmrf(s: MethodSettings, op, y, noise_std) -> MethodResult:
+    res = gmrf_posterior(y, op, noise_std, s.gmrf, num_samples=s.gmrf_samples, seed=s.seed,
+                         progress=s.progress)
+    post = res.posterior
+    info = {"log_evidence": res.log_evidence, "evidence_converged": res.converged,
+            "evidence_stop_reason": res.stop_reason, "evidence_iterations": res.iterations,
+            "alpha": res.alpha, "prior_mean": res.prior_mean, "jitter": res.jitter,
+            "seconds": res.seconds}
+    return MethodResult(post.mean[None], posterior=post, noise_std=res.noise_std, info=info)
+
+
 def _run_dae(op, y, name: str = "digits-dae") -> MethodResult:
     """The shipped DAE applied to ``y``: defined for denoising (``A = I``) at its image size."""
     from ..models import load_pretrained_dae
@@ -393,4 +421,6 @@ def run_method(settings: MethodSettings, op, y: torch.Tensor, noise_std: float,
         if prior is None:
             raise ValueError(f"prior is required for method {s.method!r} (see load_prior)")
         return _run_supn(s, op, y, given, prior)
+    if s.method in GMRF_METHODS:
+        return _run_gmrf(s, op, y, given)
     return _run_dip(s, op, y, given, cache)

@@ -8,6 +8,7 @@ from .bootstrap_scale import BootstrapScale, bootstrap_std_scale, scale_spread
 from .collapsed import SLQConfig, collapsed_log_likelihood, collapsed_log_posterior
 from .dip import DIPFit, dip_input, fit_dip, pretrain_dip
 from .gaussian_posterior import GaussianImagePosterior, XSolverConfig
+from .gmrf import GMRFConfig, GMRFResult, gmrf_posterior
 from .linearised import (
     CholeskyJitterWarning,
     EvidenceConvergenceWarning,
@@ -66,4 +67,8 @@ __all__ = [
     "EvidenceConvergenceWarning",
     "SubspaceTruncationWarning",
     "EvidenceResult",
+    # the GMRF (Tikhonov-type) prior's exact Gaussian posterior
+    "gmrf_posterior",
+    "GMRFConfig",
+    "GMRFResult",
 ]

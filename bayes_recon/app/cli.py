@@ -25,6 +25,7 @@ from .methods import (
     ALL_METHODS,
     CLASSICAL_METHODS,
     DIP_METHODS,
+    GMRF_METHODS,
     SUPN_MAP_METHODS,
     SUPN_POSTERIOR_METHODS,
     ClassicalSettings,
@@ -35,7 +36,7 @@ from .methods import (
 )
 from ..data import PROBLEMS, digits, ellipses, natural_patches, shepp_logan, simulate
 from ..metrics import psnr, ssim
-from .own_data import build_problem, parse_noise_std, staged_output
+from .own_data import build_problem, check_output_folder, parse_noise_std, staged_output
 from .argtypes import NONNEG_INT, POS_INT, int_at_least, nonnegative_float, positive_float
 from .runs import write_run
 from .studies.command import add_study_parser
@@ -98,11 +99,15 @@ def settings_from_args(args: argparse.Namespace) -> MethodSettings:
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)  # bad options fail before any work is done
+    check_output_folder(args.out, args.overwrite)
+    validation = validation_from_args(args, settings)
     prior = load_prior(settings.prior, args.size) if settings.prior is not None else None
     size = args.size if args.size is not None else (
         prior.config.image_size if prior is not None else DEFAULT_SIZE)
     problem = build_problem(args, size, IMAGES, load_image)
     op, y, truth = problem.op, problem.y, problem.truth
+    if validation is not None:
+        validation.check(op)
     if prior is not None and tuple(op.domain_shape[-2:]) != (prior.config.image_size,) * 2:
         raise ValueError(f"--prior {settings.prior} models {prior.config.image_size}x"
                          f"{prior.config.image_size} images but the operator's images are "
@@ -113,7 +118,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     x = result.x.detach()
     metrics = {
-        "command": "bayes-recon reconstruct " + " ".join(args.argv),
+        "command": f"bayes-recon {args.command} " + " ".join(args.argv),
         "problem": args.problem if args.operator is None else "user operator",
         "operator": type(op).__name__, "size": size,
         "image_shape": list(op.domain_shape), "measurement_shape": list(op.range_shape),
@@ -135,26 +140,94 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         if result.point_estimate is not None:
             metrics["point_estimate_psnr"] = float(
                 psnr(truth, result.point_estimate, data_range=1.0)[0])
-    with staged_output(args.out) as stage:  # nothing lands in --out unless all is written
-        write_run(stage, truth, x, metrics, posterior=result.posterior, y=y)
+    heldout = None
+    if validation is not None:  # the same method on each fold's kept measurements
+        from .validation import validate_method
+
+        heldout = validate_method(settings, op, y, problem.noise_std, prior, validation,
+                                  progress=settings.progress)
+    with staged_output(args.out, args.overwrite) as stage:  # all of --out, or nothing
+        write_run(stage, truth, x, metrics, posterior=result.posterior, y=y, op=op, noise_std=result.noise_std)
+        if problem.medical is not None:  # DICOM/NIfTI: also in the scanner's units (HU for CT)
+            from .own_data import write_physical_outputs
+
+            write_physical_outputs(stage, problem.medical, x, result.posterior, truth=truth)
+        if heldout is not None:
+            from .validation import write_validation
+
+            record = write_validation(stage, heldout, seconds_full=elapsed)
     out = Path(args.out)
     what = "posterior mean " if result.posterior is not None else ""
     quality = (f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, "
                if truth is not None else "")
     print(f"{args.method}: {what}{quality}{elapsed:.1f} s -> {out}")
-    if result.posterior is not None and truth is not None:
+    if heldout is not None:
+        cov = record["coverage"]
+        print(f"held-out {heldout.scheme}s ({len(heldout.folds_run)} of {heldout.folds} folds, no "
+              f"truth): coverage {cov['0.5']:.3f} / {cov['0.9']:.3f} / {cov['0.95']:.3f} at "
+              f"50 / 90 / 95 %, log-likelihood {heldout.heldout_log_likelihood:.3f} per "
+              f"measurement -> {out / 'validation.md'}")
+    if result.posterior is not None:  # LOO needs no truth; coverage and PIT need it
         print(f"calibrate it with: bayes-recon calibrate {out}")
     return 0
+
+
+def validation_from_args(args: argparse.Namespace, settings: MethodSettings):
+    """The hold-out settings of ``--validate`` (None without it); checked before any work."""
+    from .methods import POSTERIOR_METHODS
+    from .validation import ValidationSettings
+
+    if not args.validate:
+        given = [flag for flag, value in (("--folds", args.folds), ("--holdout-scheme",
+                 args.holdout_scheme)) if value is not None] + (["--one-fold"] if args.one_fold else [])
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply with --validate")
+        return None
+    if settings.method not in POSTERIOR_METHODS:
+        raise ValueError(f"--validate needs a method with posterior samples, one of "
+                         f"{list(POSTERIOR_METHODS)}; --method {settings.method} gives a point "
+                         "estimate only")
+    return ValidationSettings(folds=5 if args.folds is None else args.folds,
+                              scheme=args.holdout_scheme, quick=args.one_fold, seed=args.seed)
+
+
+def _add_validation_arguments(p: argparse.ArgumentParser, always: bool = False) -> None:
+    from ..operators.holdout import HOLDOUT_SCHEMES
+
+    v = p.add_argument_group("held-out validation, no ground truth (docs/validation.md)")
+    if always:
+        p.set_defaults(validate=True)
+    else:
+        v.add_argument("--validate", action="store_true",
+                       help="also hold out measurements, reconstruct from the rest with the same "
+                       "method and check the posterior's prediction of them: writes "
+                       "validation.json, validation.md and figures (costs --folds more runs)")
+    v.add_argument("--folds", type=int_at_least(2), default=None,
+                   help="K: each fold holds out 1/K of the projections, spokes, lines or "
+                   "entries (default 5)")
+    v.add_argument("--holdout-scheme", choices=HOLDOUT_SCHEMES, default=None,
+                   help="default: by the problem (projection for CT, spoke or line for MRI, "
+                   "random entries otherwise)")
+    v.add_argument("--one-fold", action="store_true",
+                   help="a quick check: run fold 0 only (1/K of the cost)")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from .runs import calibrate_run
 
     report = calibrate_run(args.run_dir)
-    cov = dict(zip(report["levels"], report["coverage"]))
-    print(f"coverage at 90%: {cov.get(0.9, float('nan')):.3f}, calibration error "
-          f"{report['calibration_error']:.3f}, test log-likelihood "
-          f"{report['test_log_likelihood']:.3f} -> {args.run_dir}/calibration.md")
+    if "coverage" in report:  # the truth is known
+        cov = dict(zip(report["levels"], report["coverage"]))
+        print(f"coverage at 90%: {cov.get(0.9, float('nan')):.3f}, calibration error "
+              f"{report['calibration_error']:.3f}, test log-likelihood "
+              f"{report['test_log_likelihood']:.3f} -> {args.run_dir}/calibration.md")
+    if "loo" in report:  # the run has the predictive groups
+        loo = report["loo"]
+        counts = loo["pareto_k_counts"]
+        high = counts["(0.7, 1]"] + counts["(1, inf)"]
+        print(f"LOO: elpd_loo {loo['elpd_loo']:.2f} (SE {loo['elpd_loo_se']:.2f}), p_loo "
+              f"{loo['p_loo']:.2f}, Pareto k > 0.7 for {high} of {loo['num_observations']} entries "
+              f"-> {args.run_dir}/calibration.md")
     return 0
 
 
@@ -252,7 +325,9 @@ def _add_problem_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image", default=None, metavar="NAME|FILE",
                    help=f"simulate the measurement from this image: one of {', '.join(IMAGES)} "
                    "(digit, patch: held-out test images) or a PNG/TIFF/NPY file (grey or RGB, "
-                   "resized to --size); default shepp_logan")
+                   "resized to --size), or a scanner image: DICOM .dcm or NIfTI .nii/.nii.gz "
+                   "(physical units, e.g. HU, mapped to [0, 1] by its min-max or --window; "
+                   "adds *_hu.tif / *_physical.tif outputs); default shepp_logan")
     f = p.add_argument_group("your own data (docs/own_data.md)")
     f.add_argument("--measurement", default=None, metavar="FILE",
                    help="reconstruct a measured sinogram (real) or k-space (complex) from "
@@ -264,6 +339,16 @@ def _add_problem_arguments(p: argparse.ArgumentParser) -> None:
                    "rows are measurements, columns pixels; needs --image-shape")
     f.add_argument("--image-shape", type=POS_INT, nargs="+", default=None, metavar="N",
                    help="--operator: the image the matrix's columns stand for, H W (row-major)")
+    f.add_argument("--window", type=float, nargs=2, default=None, metavar=("CENTER", "WIDTH"),
+                   help="DICOM/NIfTI --image: map [CENTER - WIDTH/2, CENTER + WIDTH/2] (physical "
+                   "units, e.g. 40 400 HU) to [0, 1], clipping beyond (default: the slice's "
+                   "min-max, lossless)")
+    f.add_argument("--frame", type=NONNEG_INT, default=None, metavar="N",
+                   help="DICOM/NIfTI --image: frame of a multi-frame DICOM or volume of a 4-D "
+                   "NIfTI (0-based; required when there are several)")
+    f.add_argument("--slice", type=NONNEG_INT, nargs=2, default=None, metavar=("AXIS", "INDEX"),
+                   help="NIfTI --image: slice INDEX along AXIS (0-2) of a 3-D volume (default: "
+                   "the middle slice of axis 2)")
     fan = p.add_argument_group("fan-beam CT (--problem ct-fan)")
     fan.add_argument("--source-distance", type=positive_float, default=None,
                      help="source to rotation centre, in pixels (default 2 * size)")
@@ -285,7 +370,7 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
                      help=f"classical: {', '.join(CLASSICAL_METHODS)}; SUPN MAP (needs --prior): "
                      f"{', '.join(SUPN_MAP_METHODS)}; SUPN posterior (needs --prior): "
                      f"{', '.join(SUPN_POSTERIOR_METHODS)}; deep image prior: "
-                     f"{', '.join(DIP_METHODS)} (default: tv)")
+                     f"{', '.join(DIP_METHODS)}; GMRF posterior: {', '.join(GMRF_METHODS)} (default: tv)")
     rec.add_argument("--noise-std", default=None, metavar="known|estimate|VALUE",
                      help="known: give the method the simulated noise std (the default for a "
                      "simulated measurement); estimate: the method estimates it (evidence for "
@@ -294,6 +379,8 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
                      help="posterior draws: per chain for nuts/laplace (default 200), in total "
                      "for DIP posteriors (default 1000)")
     rec.add_argument("--out", required=True, help="output folder")
+    rec.add_argument("--overwrite", action="store_true",
+                     help="replace --out whole if it already holds files (else refused)")
     rec.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     c = rec.add_argument_group("classical methods")
@@ -359,7 +446,19 @@ def build_parser() -> argparse.ArgumentParser:
                          "Nothing is written to --out if anything fails.")
     _add_problem_arguments(rec)
     _add_method_arguments(rec)
+    _add_validation_arguments(rec)
     rec.set_defaults(func=cmd_reconstruct)
+
+    val = sub.add_parser("validate", help="reconstruct and check the error bars on held-out "
+                         "measurements (no ground truth)",
+                         description="`bayes-recon reconstruct ... --validate`: the same "
+                         "options and outputs, plus validation.json / validation.md from a "
+                         "K-fold hold-out of the measurements by the problem's physical scheme. "
+                         "Needs a method with posterior samples.")
+    _add_problem_arguments(val)
+    _add_method_arguments(val)
+    _add_validation_arguments(val, always=True)
+    val.set_defaults(func=cmd_reconstruct)
 
     tp = sub.add_parser("train-prior", help="train a SUPN-VAE prior (two stages)",
                         description="Train a structured / diagonal / identity SUPN-VAE "
@@ -392,7 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
     cal = sub.add_parser("calibrate", help="calibration report of a saved Bayesian run",
                          description="Read RUN_DIR/posterior.nc (written by `reconstruct` "
                          "with a Bayesian method) and write calibration.json, calibration.md "
-                         "and figures (calibration curve, PIT, sparsification, error vs std).")
+                         "and figures (calibration curve, PIT, sparsification, error vs std) "
+                         "when the truth is known; with the predictive groups also PSIS-LOO "
+                         "of the measurement (elpd_loo, p_loo, Pareto k) and ppc.png, "
+                         "loo_pit.png, which need no truth.")
     cal.add_argument("run_dir", help="folder written by bayes-recon reconstruct")
     cal.set_defaults(func=cmd_calibrate)
 

@@ -11,14 +11,15 @@ import contextlib
 import math
 import os
 import shutil
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 
-__all__ = ["UserProblem", "build_problem", "build_operator", "parse_noise_std", "staged_output"]
+__all__ = ["UserProblem", "build_problem", "build_operator", "parse_noise_std", "staged_output",
+           "check_output_folder", "write_physical_outputs"]
 
 CT_PROBLEMS = ("ct", "ct-fan")
 FAN_FLAGS = ("source_distance", "detector_distance", "detector_spacing")
@@ -42,6 +43,9 @@ class UserProblem:
         What :class:`~bayes_recon.app.methods.MethodSettings` is told.
     record : dict
         Where the data came from, for ``metrics.json``.
+    medical : bayes_recon.data.MedicalImage or None
+        The DICOM/NIfTI slice the truth was made from (its map back to physical
+        units), for :func:`write_physical_outputs`; None for other images.
     """
 
     op: object
@@ -50,6 +54,7 @@ class UserProblem:
     noise_std: float | None
     noise_mode: str
     record: dict = field(default_factory=dict)
+    medical: object | None = None
 
 
 def parse_noise_std(text: str | None, simulated: bool) -> tuple[str, float | None]:
@@ -139,12 +144,19 @@ def build_problem(args, size: int, builtin_images: tuple, load_builtin) -> UserP
         ``(name, size, index) -> (1, 1, size, size)`` for those names.
     """
     from ..data import load_image, load_measurement, simulate
-    from ..data.files import match_range_shape
+    from ..data.files import load_medical, match_range_shape
+    from ..data.medical import medical_format
 
+    # --window/--frame/--slice choose and map a slice of a scanner image file.
+    scanner = {flag: getattr(args, flag, None) for flag in ("window", "frame", "slice")}
+    scanner_given = ", ".join(f"--{flag}" for flag, value in scanner.items() if value is not None)
     if args.measurement is not None:
         if args.image is not None:
             raise ValueError("give either --measurement (reconstruct measured data) or --image "
                              "(simulate a measurement from an image), not both")
+        if scanner_given:
+            raise ValueError(f"{scanner_given}: only for a DICOM/NIfTI --image, not for "
+                             "--measurement")
         raw = load_measurement(args.measurement, dataset=args.dataset)  # read once
         op = build_operator(args, size, measurement_shape=raw.shape[1:])
         y = match_range_shape(raw, op.range_shape, str(args.measurement))
@@ -165,35 +177,122 @@ def build_problem(args, size: int, builtin_images: tuple, load_builtin) -> UserP
         raise ValueError("--operator needs --image-shape H W (the image the matrix's "
                          "columns stand for, row-major)")
     shape = (size, size) if args.operator is None else tuple(args.image_shape)[-2:]
+    medical = None
+    is_scanner = image not in builtin_images and medical_format(image) is not None
+    if scanner_given and not is_scanner:
+        raise ValueError(f"{scanner_given}: only for a DICOM (.dcm) or NIfTI (.nii, .nii.gz) "
+                         f"--image, not for --image {image}")
     if image in builtin_images:
         if shape[0] != shape[1]:
             raise ValueError(f"--image {image} is square; --image-shape {shape} is not: pass "
                              "an image file")
         truth = load_builtin(image, shape[0], args.index)
+    elif is_scanner:
+        truth, medical = load_medical(image, size=shape, **scanner)
     else:
         truth = load_image(image, size=shape)
     op = build_operator(args, size)
     meas = simulate(op, truth, relative_noise=args.noise, seed=args.seed)
     noise = meas.noise_std if value is None else value
     record = {"image": image, "simulated_noise_std": meas.noise_std}
-    return UserProblem(op, meas.y, truth, noise if mode == "known" else None, mode, record)
+    if medical is not None:
+        record["medical"] = medical.record(shape=tuple(truth.shape[-2:]))
+    return UserProblem(op, meas.y, truth, noise if mode == "known" else None, mode, record,
+                       medical)
+
+
+def write_physical_outputs(stage, medical, x: torch.Tensor, posterior=None,
+                           truth: torch.Tensor | None = None) -> list[Path]:
+    """The run's images in the scanner file's physical units, as 32-bit float TIFFs.
+
+    Writes ``reconstruction_hu.tif``, ``truth_hu.tif`` and, for a posterior,
+    ``mean_hu.tif`` and ``std_hu.tif`` into ``stage`` when ``medical.units`` is
+    ``"HU"`` (CT); the same names with ``_physical`` instead of ``_hu`` otherwise.
+    Values are ``medical.to_physical`` of the ``[0, 1]`` images (the std through
+    ``medical.std_to_physical``, the scale only); with a window, pixels beyond it
+    are at its edges.
+
+    Parameters
+    ----------
+    stage : str or Path
+        Folder (the staged ``--out``).
+    medical : bayes_recon.data.MedicalImage
+    x : torch.Tensor
+        ``(1, 1, H, W)`` reconstruction on the ``[0, 1]`` scale.
+    posterior : Posterior, optional
+        Its ``mean``/``std`` ``(1, H, W)``.
+    truth : torch.Tensor, optional
+        ``(1, 1, H, W)`` the image the measurement was simulated from; default
+        ``medical.image`` when it has ``x``'s size (no resizing).
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    from ._io import write_tiff
+
+    stage = Path(stage)
+    suffix = "_hu" if medical.units == "HU" else "_physical"
+    if truth is None and tuple(medical.image.shape[-2:]) == tuple(x.shape[-2:]):
+        truth = medical.image
+    images = {"reconstruction": medical.to_physical(x[0, 0].detach().double())}
+    if truth is not None:
+        images["truth"] = medical.to_physical(truth[0, 0].detach().double())
+    if posterior is not None:
+        images["mean"] = medical.to_physical(posterior.mean[0].detach().double())
+        images["std"] = medical.std_to_physical(posterior.std[0].detach().double())
+    return [write_tiff(stage / f"{name}{suffix}.tif", image.cpu().numpy())
+            for name, image in images.items()]
+
+
+def check_output_folder(out, overwrite: bool = False) -> Path:
+    """``out`` as a Path, refused when it already holds files and ``overwrite`` is False.
+
+    A run into a folder of an earlier run would leave that run's files beside the
+    new ones (a point-estimate run beside an old ``posterior.nc``, which
+    ``calibrate`` would then score), so the folder is replaced whole or not at all.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and not overwrite:
+        present = sorted(p.name for p in out.iterdir())
+        if present:
+            shown = ", ".join(present[:6]) + (", ..." if len(present) > 6 else "")
+            raise ValueError(f"--out {out} already holds files ({shown}); pass --overwrite to "
+                             "replace that folder whole, or choose another --out")
+    return out
 
 
 @contextlib.contextmanager
-def staged_output(out):
-    """A fresh temporary folder beside ``out``; its files move into ``out`` only on success.
+def staged_output(out, overwrite: bool = False):
+    """A fresh folder beside ``out`` that becomes ``out`` only on success.
 
     On an exception nothing is written to ``out`` (it is not even created) and the
-    temporary folder is removed.
+    staging folder is removed. On success the staging folder is renamed to ``out``;
+    with ``overwrite`` an existing ``out`` is replaced whole (its old files do not
+    survive beside the new ones). Folders are made with the process's umask.
+
+    Raises
+    ------
+    ValueError
+        ``out`` already holds files and ``overwrite`` is False (see
+        :func:`check_output_folder`).
     """
-    out = Path(out)
+    out = check_output_folder(out, overwrite)
     parent = out.parent if str(out.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.staging-"))
+    stage = parent / f".{out.name}.staging-{uuid.uuid4().hex[:12]}"
+    stage.mkdir()  # os.mkdir honours the umask (tempfile.mkdtemp would force 0700)
+    old = None
     try:
         yield stage
-        out.mkdir(parents=True, exist_ok=True)
-        for item in sorted(stage.iterdir()):
-            os.replace(item, out / item.name)
+        if out.exists():
+            old = parent / f".{out.name}.replaced-{uuid.uuid4().hex[:12]}"
+            os.replace(out, old)
+        os.replace(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

@@ -7,6 +7,7 @@ and the Shepp-Logan phantom from scikit-image, ellipses are generated.
 from .digits import digits
 from .ellipses import ellipses
 from .files import load_image, load_measurement
+from .medical import MedicalImage, read_dicom, read_medical, read_nifti
 from .patches import NATURAL_TEST_IMAGES, NATURAL_TRAIN_IMAGES, natural_patches
 from .phantoms import shepp_logan
 from .prior_sets import PRIOR_DATASETS, PriorData, prior_training_data
@@ -19,6 +20,10 @@ __all__ = [
     "shepp_logan",
     "load_image",
     "load_measurement",
+    "MedicalImage",
+    "read_dicom",
+    "read_nifti",
+    "read_medical",
     "natural_patches",
     "NATURAL_TRAIN_IMAGES",
     "NATURAL_TEST_IMAGES",

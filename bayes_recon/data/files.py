@@ -1,4 +1,5 @@
-"""The user's own data from files: images (PNG, TIFF, NPY) and measurements (NPY, NPZ, HDF5).
+"""The user's own data from files: images (PNG, TIFF, NPY; DICOM and NIfTI through
+:mod:`bayes_recon.data.medical`) and measurements (NPY, NPZ, HDF5).
 
 Readers only; they return tensors in the shapes the operators take, and raise a
 ``ValueError`` naming the file for anything they cannot read faithfully.
@@ -29,7 +30,8 @@ def _read_image_array(path: str) -> np.ndarray:
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in IMAGE_SUFFIXES:
         raise ValueError(f"{path}: unsupported image type {suffix!r}; expected one of "
-                         f"{list(IMAGE_SUFFIXES)}")
+                         f"{list(IMAGE_SUFFIXES)}, DICOM (.dcm, .dicom) or NIfTI "
+                         "(.nii, .nii.gz)")
     try:
         if suffix == ".npy":
             return np.load(path, allow_pickle=False)
@@ -70,7 +72,37 @@ def _to_grey(path: str, arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def load_image(path, size=None) -> torch.Tensor:
+def _resize(grey: np.ndarray, size) -> np.ndarray:
+    """``(H, W)`` float64 resized to ``size`` (anti-aliased when shrinking), clipped to [0, 1]."""
+    if size is not None:
+        from skimage.transform import resize
+
+        from .._validation import image_size_pair
+
+        shape = image_size_pair("size", size)
+        if shape != grey.shape:
+            grey = resize(grey, shape, order=1, anti_aliasing=shape[0] < grey.shape[0]
+                          or shape[1] < grey.shape[1], mode="reflect")
+    return np.clip(grey, 0.0, 1.0)
+
+
+def load_medical(path, size=None, *, window=None, frame=None, slice=None):
+    """A DICOM or NIfTI slice as ``load_image`` returns it, and its :class:`MedicalImage`.
+
+    Parameters are those of :func:`load_image`. Returns ``(image, medical)``:
+    ``image`` ``(1, 1, H, W)`` float32 in ``[0, 1]`` at ``size``, ``medical`` the
+    slice at its own size; ``medical.to_physical(image)`` is the resized image in
+    physical units (the map is linear, so resizing does not change it), and
+    ``medical.record(shape=image.shape[-2:])`` holds the resized pixel spacing.
+    """
+    from .medical import read_medical
+
+    medical = read_medical(path, window=window, frame=frame, slice=slice)
+    grey = _resize(medical.image[0, 0].numpy().astype(np.float64), size)
+    return torch.from_numpy(grey.astype(np.float32))[None, None], medical
+
+
+def load_image(path, size=None, *, window=None, frame=None, slice=None) -> torch.Tensor:
     """Read an image file as a grey float image in ``[0, 1]``.
 
     Parameters
@@ -79,10 +111,22 @@ def load_image(path, size=None) -> torch.Tensor:
         PNG, TIFF, NPY (also JPEG, BMP). Grey ``(H, W)``; RGB ``(H, W, 3)`` is
         turned grey with the BT.709 luma weights (as ``skimage.color.rgb2gray``);
         an alpha channel is dropped when fully opaque and refused otherwise.
+        DICOM (``.dcm``, ``.dicom``, or any file with the ``DICM`` marker) and
+        NIfTI (``.nii``, ``.nii.gz``) are read with
+        :func:`~bayes_recon.data.read_dicom` / :func:`~bayes_recon.data.read_nifti`
+        (values in physical units, mapped to ``[0, 1]`` as described there).
     size : int or (H, W), optional
         Resize to ``(size, size)`` (or ``(H, W)``) with anti-aliasing
         (``skimage.transform.resize``, linear interpolation after a Gaussian
         low-pass when shrinking). The aspect ratio follows ``size``.
+    window : (float, float), optional
+        DICOM/NIfTI only: ``(center, width)`` in physical units mapped to
+        ``[0, 1]``; default the slice's own min-max (lossless).
+    frame : int, optional
+        DICOM/NIfTI only: the frame of a multi-frame DICOM, the volume of a 4-D NIfTI.
+    slice : (int, int), optional
+        NIfTI only: ``(axis, index)`` of a 3-D volume; default the middle slice of
+        the last axis.
 
     Returns
     -------
@@ -90,7 +134,9 @@ def load_image(path, size=None) -> torch.Tensor:
         ``(1, 1, H, W)`` float32 in ``[0, 1]``. Integer images are divided by
         their type's maximum (255 for 8-bit, 65535 for 16-bit), so 16-bit
         depth keeps its precision; float images already in ``[0, 1]`` are kept,
-        other float images are scaled by ``(x - min) / (max - min)``.
+        other float images are scaled by ``(x - min) / (max - min)``. For the
+        mapping back to physical units of a DICOM/NIfTI file use
+        :func:`~bayes_recon.data.read_medical` (or :func:`load_medical`).
 
     Raises
     ------
@@ -99,7 +145,8 @@ def load_image(path, size=None) -> torch.Tensor:
     ValueError
         Unreadable or corrupt file, an unsupported type or shape, a
         transparent alpha channel, NaN/inf, a constant float image outside
-        ``[0, 1]``; the message names the file.
+        ``[0, 1]``, ``window``/``frame``/``slice`` for a file that is not DICOM
+        or NIfTI; the message names the file.
 
     Examples
     --------
@@ -112,6 +159,15 @@ def load_image(path, size=None) -> torch.Tensor:
     (torch.Size([1, 1, 32, 32]), torch.float32)
     """
     path = _existing(path)
+    from .medical import medical_format
+
+    if medical_format(path) is not None:
+        return load_medical(path, size, window=window, frame=frame, slice=slice)[0]
+    given = [name for name, value in (("window", window), ("frame", frame), ("slice", slice))
+             if value is not None]
+    if given:
+        raise ValueError(f"{path}: {', '.join(n + '=' for n in given)} only for DICOM (.dcm, "
+                         ".dicom) and NIfTI (.nii, .nii.gz) files")
     arr = _read_image_array(path)
     if arr.size == 0:
         raise ValueError(f"{path} is not a readable image: no pixel data (shape {arr.shape})")
@@ -133,16 +189,7 @@ def load_image(path, size=None) -> torch.Tensor:
             raise ValueError(f"{path}: a constant float image outside [0, 1] ({lo:g}) "
                              "cannot be scaled to [0, 1]")
         grey = (grey - lo) / (hi - lo)
-    if size is not None:
-        from skimage.transform import resize
-
-        from .._validation import image_size_pair
-
-        shape = image_size_pair("size", size)
-        if shape != grey.shape:
-            grey = resize(grey, shape, order=1, anti_aliasing=shape[0] < grey.shape[0]
-                          or shape[1] < grey.shape[1], mode="reflect")
-    grey = np.clip(grey, 0.0, 1.0)
+    grey = _resize(grey, size)
     return torch.from_numpy(grey.astype(np.float32))[None, None]
 
 

@@ -4,7 +4,7 @@ Diagnostics know nothing about how samples were made, only the ``Posterior``
 (or ``arviz.InferenceData``) they are handed.
 """
 
-from .arviz_export import to_arviz
+from .arviz_export import loo_summary, to_arviz
 from .calibration import DEFAULT_LEVELS, CalibrationReport, calibration
 from .calibration_metrics import CalibrationWarning
 from .plots import (
@@ -16,9 +16,11 @@ from .plots import (
     plot_sparsification,
     plot_trace,
 )
+from .validation import HeldoutFold, HeldoutValidation, heldout_predictive, heldout_validation
 
 __all__ = [
     "to_arviz",
+    "loo_summary",
     "calibration",
     "CalibrationReport",
     "CalibrationWarning",
@@ -30,4 +32,8 @@ __all__ = [
     "plot_sparsification",
     "plot_trace",
     "plot_rank",
+    "heldout_validation",
+    "heldout_predictive",
+    "HeldoutValidation",
+    "HeldoutFold",
 ]

@@ -49,15 +49,19 @@ def _finish(fig: Figure, path) -> Figure:
 
 
 def _named_reports(reports) -> dict:
-    if isinstance(reports, CalibrationReport):
+    # Held-out validation has the same levels/coverage/pit, in measurement space.
+    from .validation import HeldoutValidation
+
+    kinds = (CalibrationReport, HeldoutValidation)
+    if isinstance(reports, kinds):
         return {"posterior": reports}
     if isinstance(reports, Mapping) and reports and all(
-        isinstance(r, CalibrationReport) for r in reports.values()
+        isinstance(r, kinds) for r in reports.values()
     ):
         return dict(reports)
     raise TypeError(
-        "reports must be a CalibrationReport or a non-empty dict of name -> CalibrationReport, "
-        f"got {type(reports).__name__}"
+        "reports must be a CalibrationReport or HeldoutValidation, or a non-empty dict of "
+        f"name -> those, got {type(reports).__name__}"
     )
 
 
@@ -137,7 +141,7 @@ def plot_calibration_curve(reports, *, path=None) -> Figure:
 
     Parameters
     ----------
-    reports : CalibrationReport or dict of name -> CalibrationReport
+    reports : CalibrationReport or HeldoutValidation, or dict of name -> either
 
     Returns
     -------
@@ -169,7 +173,7 @@ def plot_pit(reports, *, bins: int = 20, seed: int = 0, path=None) -> Figure:
 
     Parameters
     ----------
-    reports : CalibrationReport or dict of name -> CalibrationReport
+    reports : CalibrationReport or HeldoutValidation, or dict of name -> either
     bins : int
         Histogram bins.
     seed : int

@@ -18,6 +18,7 @@ from .classical import (
 )
 from .ct import ParallelBeamCT, RayTransform, joseph_matrix, ramp_filter, ray_matrix
 from .fanbeam import FanBeamCT, parker_weights
+from .holdout import HOLDOUT_SCHEMES, MeasurementSplit, RangeSubset, default_scheme, split_measurements
 from .mri import MRI, cartesian_mask, radial_mask
 from .sparse import SparseMatrix
 from .sparse_operator import SparseMatrixOperator, load_sparse_operator
@@ -35,6 +36,11 @@ __all__ = [
     "ray_matrix",
     "FanBeamCT",
     "parker_weights",
+    "HOLDOUT_SCHEMES",
+    "MeasurementSplit",
+    "RangeSubset",
+    "default_scheme",
+    "split_measurements",
     "MRI",
     "radial_mask",
     "cartesian_mask",

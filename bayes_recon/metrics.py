@@ -1,12 +1,20 @@
-"""Image quality metrics against a known truth: PSNR, SSIM, RMSE, per image.
+"""Image quality metrics against a known truth: PSNR, SSIM, RMSE.
 
 Every metric takes ``(image_true, image_test)`` in scikit-image's order
-(``skimage.metrics.peak_signal_noise_ratio(image_true, image_test, data_range=...)``):
-a batch of truths and a batch of estimates of the same shape ``(B, ...)``
-(images ``(B, C, H, W)``), and returns one value per image as a float64 tensor
-``(B,)`` on the estimate's device. The data range is an explicit keyword
-argument: taking it from the images themselves (as some libraries do) makes
-scores incomparable.
+(``skimage.metrics.peak_signal_noise_ratio(image_true, image_test, data_range=...)``),
+as torch tensors or NumPy arrays of the same shape, and reduces them the way
+scikit-image does:
+
+* ``(H, W)`` or ``(C, H, W)``: ONE image → one value (a 0-d float64 tensor on the
+  estimate's device for torch input, a NumPy ``float64`` scalar for NumPy input);
+  ``(C, H, W)`` is one multi-channel image (``ssim`` averages its channels, as
+  scikit-image's ``channel_axis=0``), not a batch of ``C`` images;
+* ``(B, C, H, W)``: a batch → one value per image, float64 ``(B,)`` (a tensor, or a
+  NumPy array for NumPy input).
+
+Other numbers of dimensions are refused rather than guessed at. The data range is
+an explicit keyword argument: taking it from the images themselves (as some
+libraries do) makes scores incomparable.
 
 Up to version 0.1.0 the arguments were ``(x, truth, data_range)``, the opposite
 order. The old keyword names ``x=`` (the estimate) and ``truth=`` and a
@@ -63,22 +71,55 @@ def _resolve_arguments(func: str, image_true, image_test, args: tuple, data_rang
     return image_true, image_test, data_range
 
 
-def _check_pair(image_true, image_test, *,
-                ndim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    check_tensor("image_true", image_true)
-    check_tensor("image_test", image_test)
-    if ndim is not None and image_test.dim() != ndim:
-        raise ValueError(f"image_test must have {ndim} dimensions (B, C, H, W), "
-                         f"got shape {tuple(image_test.shape)}")
-    if image_test.dim() < 2:
-        raise ValueError("image_test must have shape (B, ...) with at least 2 dimensions, "
-                         f"got {tuple(image_test.shape)}")
+def _as_tensor(name: str, value) -> torch.Tensor:
+    """A torch tensor or NumPy array as a tensor; integer images (uint8, ...) become float64."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iuf":
+            raise TypeError(f"{name} must be a real numeric array, got dtype {value.dtype}")
+        # ascontiguousarray: torch.from_numpy refuses negative strides (flipped views).
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    elif not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or a numpy.ndarray, "
+                        f"got {type(value).__name__}")
+    if not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
+        value = value.to(torch.float64)  # as scikit-image, which casts integer images to float
+    return check_tensor(name, value)
+
+
+def _check_pair(image_true, image_test) -> tuple[torch.Tensor, torch.Tensor, bool, bool]:
+    """Both images as 4-D tensors ``(B, C, H, W)`` on the estimate's device.
+
+    Also returns ``single`` (the input was one image, ``(H, W)`` or ``(C, H, W)``:
+    the result is a scalar) and ``as_numpy`` (neither input was a tensor: the
+    result is NumPy).
+    """
+    as_numpy = not isinstance(image_true, torch.Tensor) and not isinstance(image_test, torch.Tensor)
+    image_true = _as_tensor("image_true", image_true)
+    image_test = _as_tensor("image_test", image_test)
+    if image_test.dim() not in (2, 3, 4):
+        raise ValueError(
+            "image_test must have shape (H, W) or (C, H, W) (one image) or (B, C, H, W) "
+            f"(a batch), got {tuple(image_test.shape)}"
+        )
     if image_test.shape != image_true.shape:
         raise ValueError(
             f"image_test must have the shape of image_true {tuple(image_true.shape)}, "
             f"got {tuple(image_test.shape)}"
         )
-    return image_true.to(device=image_test.device), image_test
+    single = image_test.dim() < 4
+    while image_test.dim() < 4:
+        image_true, image_test = image_true.unsqueeze(0), image_test.unsqueeze(0)
+    return image_true.to(device=image_test.device), image_test, single, as_numpy
+
+
+def _result(values: torch.Tensor, single: bool, as_numpy: bool):
+    """Per-image values ``(B,)`` in the caller's form: scalar for one image, NumPy for NumPy input."""
+    if single:
+        values = values[0]
+    if as_numpy:
+        values = values.cpu().numpy()
+        return np.float64(values) if single else values
+    return values
 
 
 def _mse(image_true: torch.Tensor, image_test: torch.Tensor) -> torch.Tensor:
@@ -92,17 +133,19 @@ def rmse(image_true: torch.Tensor | None = None, image_test: torch.Tensor | None
 
     Parameters
     ----------
-    image_true, image_test : torch.Tensor
-        Truths and estimates, same shape ``(B, ...)``, real, finite.
+    image_true, image_test : torch.Tensor or numpy.ndarray
+        Truth and estimate, same shape: one image ``(H, W)`` or ``(C, H, W)``, or
+        a batch ``(B, C, H, W)``; real (integers are cast to float64), finite.
     x, truth : torch.Tensor
         Deprecated keyword names of ``image_test`` and ``image_true``
         (``DeprecationWarning``; removed in the next release).
 
     Returns
     -------
-    torch.Tensor
-        float64 ``(B,)``: ``sqrt(mean((image_test - image_true)^2))`` over all but
-        the first axis.
+    torch.Tensor or numpy.float64 or numpy.ndarray
+        ``sqrt(mean((image_test - image_true)^2))`` over each image: a float64
+        scalar for one image (0-d tensor, or NumPy scalar for NumPy input),
+        float64 ``(B,)`` for a batch. As ``sqrt(skimage.metrics.mean_squared_error)``.
 
     Examples
     --------
@@ -113,8 +156,8 @@ def rmse(image_true: torch.Tensor | None = None, image_test: torch.Tensor | None
     """
     image_true, image_test, _ = _resolve_arguments(
         "rmse", image_true, image_test, (), None, x, truth, needs_range=False)
-    image_true, image_test = _check_pair(image_true, image_test)
-    return _mse(image_true, image_test).sqrt()
+    image_true, image_test, single, as_numpy = _check_pair(image_true, image_test)
+    return _result(_mse(image_true, image_test).sqrt(), single, as_numpy)
 
 
 def psnr(image_true: torch.Tensor | None = None, image_test: torch.Tensor | None = None,
@@ -125,9 +168,9 @@ def psnr(image_true: torch.Tensor | None = None, image_test: torch.Tensor | None
 
     Parameters
     ----------
-    image_true, image_test : torch.Tensor
-        Truths and estimates, same shape ``(B, ...)`` (images ``(B, C, H, W)``),
-        real, finite.
+    image_true, image_test : torch.Tensor or numpy.ndarray
+        Truth and estimate, same shape: one image ``(H, W)`` or ``(C, H, W)``, or
+        a batch ``(B, C, H, W)``; real (integers are cast to float64), finite.
     data_range : float
         Keyword only. The range of valid intensities (1.0 for images in [0, 1]),
         > 0. Required: estimating it from the images makes scores depend on the
@@ -139,8 +182,10 @@ def psnr(image_true: torch.Tensor | None = None, image_test: torch.Tensor | None
 
     Returns
     -------
-    torch.Tensor
-        float64 ``(B,)``; ``inf`` for an image identical to its truth.
+    torch.Tensor or numpy.float64 or numpy.ndarray
+        A float64 scalar for one image (0-d tensor, or NumPy scalar for NumPy
+        input), float64 ``(B,)`` for a batch; ``inf`` for an image identical to
+        its truth.
 
     Examples
     --------
@@ -149,14 +194,16 @@ def psnr(image_true: torch.Tensor | None = None, image_test: torch.Tensor | None
     >>> truth = torch.zeros(1, 1, 8, 8)
     >>> psnr(truth, truth + 0.1, data_range=1.0)  # 10 log10(1 / 0.01)
     tensor([20.0000], dtype=torch.float64)
+    >>> psnr(truth[0, 0], truth[0, 0] + 0.1, data_range=1.0)  # one (H, W) image: a scalar
+    tensor(20.0000, dtype=torch.float64)
     """
     image_true, image_test, data_range = _resolve_arguments(
         "psnr", image_true, image_test, args, data_range, x, truth)
-    image_true, image_test = _check_pair(image_true, image_test)
+    image_true, image_test, single, as_numpy = _check_pair(image_true, image_test)
     data_range = check_positive("data_range", data_range)
     mse = _mse(image_true, image_test)
     # mse == 0 gives +inf (a perfect reconstruction), never NaN.
-    return 10.0 * torch.log10(data_range**2 / mse)
+    return _result(10.0 * torch.log10(data_range**2 / mse), single, as_numpy)
 
 
 def _odd_window(win_size: int | None, height: int, width: int) -> int:
@@ -188,9 +235,10 @@ def ssim(image_true: torch.Tensor | None = None, image_test: torch.Tensor | None
 
     Parameters
     ----------
-    image_true, image_test : torch.Tensor
-        Truths and estimates, same shape ``(B, C, H, W)`` with ``H, W >= 3``,
-        real, finite.
+    image_true, image_test : torch.Tensor or numpy.ndarray
+        Truth and estimate, same shape: one image ``(H, W)`` or ``(C, H, W)``, or
+        a batch ``(B, C, H, W)``, with ``H, W >= 3``; real (integers are cast to
+        float64), finite.
     data_range : float
         Keyword only. The range of valid intensities, > 0.
     win_size : int, optional
@@ -203,8 +251,9 @@ def ssim(image_true: torch.Tensor | None = None, image_test: torch.Tensor | None
 
     Returns
     -------
-    torch.Tensor
-        float64 ``(B,)`` in [-1, 1]; 1 for identical images.
+    torch.Tensor or numpy.float64 or numpy.ndarray
+        In [-1, 1], 1 for identical images: a float64 scalar for one image (0-d
+        tensor, or NumPy scalar for NumPy input), float64 ``(B,)`` for a batch.
 
     Examples
     --------
@@ -218,7 +267,7 @@ def ssim(image_true: torch.Tensor | None = None, image_test: torch.Tensor | None
 
     image_true, image_test, data_range = _resolve_arguments(
         "ssim", image_true, image_test, args, data_range, x, truth)
-    image_true, image_test = _check_pair(image_true, image_test, ndim=4)
+    image_true, image_test, single, as_numpy = _check_pair(image_true, image_test)
     data_range = check_positive("data_range", data_range)
     win = _odd_window(win_size, image_test.shape[-2], image_test.shape[-1])
     ts = image_true.detach().to(device="cpu", dtype=torch.float64).numpy()
@@ -230,4 +279,4 @@ def ssim(image_true: torch.Tensor | None = None, image_test: torch.Tensor | None
         values[i] = structural_similarity(
             t, e, data_range=data_range, win_size=win, channel_axis=channel_axis
         )
-    return torch.from_numpy(values).to(device=image_test.device)
+    return _result(torch.from_numpy(values).to(device=image_test.device), single, as_numpy)

@@ -61,6 +61,12 @@ def _sorted_quantile(sorted_flat: torch.Tensor, q: torch.Tensor) -> torch.Tensor
 class Posterior:
     """Posterior image samples with their provenance.
 
+    A posterior describes ONE image: samples are ``(chains, draws, C, H, W)`` and
+    ``mean``, ``std`` and ``quantile`` are ``(C, H, W)``, without the batch axis of
+    the ``(B, C, H, W)`` image convention (``post.mean[None]`` is the batch form).
+    A truth for ``to_arviz`` may be ``(C, H, W)``, ``(1, C, H, W)`` or, for one
+    channel, ``(H, W)``.
+
     Parameters
     ----------
     samples : torch.Tensor, shape (chains, draws, C, H, W)
@@ -215,12 +221,17 @@ class Posterior:
 
     @property
     def mean(self) -> torch.Tensor:
-        """Posterior mean, shape ``(C, H, W)``."""
+        """Posterior mean, shape ``(C, H, W)``: one image, no batch axis.
+
+        A posterior describes one image, so its summaries have no batch axis;
+        ``post.mean[None]`` is the batch form ``(1, C, H, W)`` that operators
+        and ``metrics`` batches take.
+        """
         return self.flat_samples.mean(dim=0)
 
     @property
     def std(self) -> torch.Tensor:
-        """Posterior standard deviation (``ddof=1``), shape ``(C, H, W)``.
+        """Posterior standard deviation (``ddof=1``), shape ``(C, H, W)`` (``std[None]``: batch form).
 
         Raises ``ValueError`` when there is only one sample in total.
         """
@@ -259,6 +270,8 @@ class Posterior:
                  predictive: bool = False, max_measurements: int | None = None, seed: int = 0):
         """Export to ``arviz.InferenceData``; see ``bayes_recon.diagnostics.to_arviz``.
 
+        ``truth`` is ``(C, H, W)``, ``(1, C, H, W)`` or, for one channel, ``(H, W)``.
+
         ``max_measurements=None`` means that function's default (4096 real entries).
         """
         from .diagnostics.arviz_export import to_arviz  # lazy: diagnostics is a layer above
@@ -273,4 +286,6 @@ class Posterior:
             parts.append(f"method={self.method!r}")
         if self.z is not None:
             parts.append(f"latent_dim={self.z.shape[-1]}")
+        if self.noise_std is not None:
+            parts.append(f"noise_std={self.noise_std:.4g}")
         return f"Posterior({', '.join(parts)})"

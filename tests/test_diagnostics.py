@@ -386,7 +386,7 @@ def test_netcdf_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [
-        (dict(truth=torch.zeros(6, 5)), ValueError, "truth"),
+        (dict(truth=torch.zeros(5, 6)), ValueError, "truth"),  # (H, W) is accepted, (W, H) not
         (dict(truth=torch.zeros(2, 1, 6, 5)), ValueError, "truth"),
         (dict(truth=torch.full((1, 6, 5), float("inf"))), ValueError, "truth"),
         (dict(y=torch.tensor([1.0, float("nan")])), ValueError, "y"),

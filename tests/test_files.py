@@ -37,12 +37,18 @@ def _expect(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(arr, dtype=np.float32))[None, None]
 
 
+def _min_max(arr: np.ndarray) -> np.ndarray:
+    """Integer images are scaled by their own range (not their type's maximum)."""
+    arr = np.asarray(arr, dtype=np.float64)
+    return (arr - arr.min()) / (arr.max() - arr.min())
+
+
 # ------------------------------------------------------------------ images
 def test_grey_png_tiff_npy_round_trips_agree(tmp_path, grey8):
     Image.fromarray(grey8).save(tmp_path / "a.png")
     tifffile.imwrite(tmp_path / "a.tif", grey8)
     np.save(tmp_path / "a.npy", grey8)
-    expected = _expect(grey8.astype(np.float64) / 255)
+    expected = _expect(_min_max(grey8))
     for name in ("a.png", "a.tif", "a.npy"):
         x = load_image(tmp_path / name)
         assert x.shape == (1, 1, 12, 10) and x.dtype == torch.float32, name
@@ -53,7 +59,7 @@ def test_sixteen_bit_depth_is_scaled_not_truncated(tmp_path):
     img = np.random.default_rng(1).integers(0, 65536, (9, 7), dtype=np.uint16)
     Image.fromarray(img).save(tmp_path / "a.png")
     tifffile.imwrite(tmp_path / "a.tif", img)
-    expected = _expect(img.astype(np.float64) / 65535)
+    expected = _expect(_min_max(img))
     for name in ("a.png", "a.tif"):
         torch.testing.assert_close(load_image(tmp_path / name), expected, rtol=0, atol=0)
     # 8-bit truncation would lose the low byte: 1/255 steps, far above float32 rounding.
@@ -74,7 +80,7 @@ def test_rgb_and_opaque_rgba_to_grey_match_skimage(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
     rgba = np.concatenate([rgb, np.full((10, 11, 1), 255, np.uint8)], axis=-1)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
-    expected = _expect(rgb2gray(rgb))
+    expected = _expect(_min_max(rgb2gray(rgb)))  # the luma, then its own range
     torch.testing.assert_close(load_image(tmp_path / "rgb.png"), expected)
     torch.testing.assert_close(load_image(tmp_path / "rgba.png"), expected)
 

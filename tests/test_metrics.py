@@ -103,8 +103,8 @@ class TestPSNR:
             psnr(x, nan, data_range=1.0)
         with pytest.raises(ValueError, match="image_true contains NaN"):
             psnr(nan, x, data_range=1.0)
-        with pytest.raises(TypeError, match="image_true"):
-            psnr(x.numpy(), x, data_range=1.0)
+        with pytest.raises(TypeError, match="image_true"):  # NumPy is accepted, lists not
+            psnr(x.numpy().tolist(), x, data_range=1.0)
         with pytest.raises(ValueError, match="image_test must have shape"):
             psnr(torch.rand(5), torch.rand(5), data_range=1.0)
 
@@ -213,8 +213,8 @@ class TestSSIM:
         x = rand(1, 1, 8, 8)
         with pytest.raises(ValueError, match="image_test must have the shape"):
             ssim(x, rand(1, 1, 8, 9), data_range=1.0)
-        with pytest.raises(ValueError, match=r"image_test must have 4 dimensions"):
-            ssim(x[0], x[0], data_range=1.0)
+        with pytest.raises(ValueError, match=r"image_test must have shape \(H, W\) or \(C, H, W\)"):
+            ssim(x[None], x[None], data_range=1.0)  # (C, H, W) is one image; 5-D is refused
         with pytest.raises(ValueError, match=">= 3"):
             ssim(rand(1, 1, 2, 8), rand(1, 1, 2, 8), data_range=1.0)
         with pytest.raises(ValueError, match="win_size"):

@@ -17,45 +17,67 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
+# Only light imports here: `bayes-recon --help` and argument errors should not wait for
+# torch, Pyro and ArviZ. Each command imports what it runs.
 from .. import __version__
-from ._io import write_json, write_text
-from .methods import (
+from .argtypes import (
     ALL_METHODS,
     CLASSICAL_METHODS,
+    DIP_DEFAULTS,
     DIP_METHODS,
     GMRF_METHODS,
+    HOLDOUT_SCHEMES,
+    NONNEG_INT,
+    POS_INT,
+    PROBLEMS,
     SUPN_MAP_METHODS,
     SUPN_POSTERIOR_METHODS,
-    ClassicalSettings,
-    MethodSettings,
-    classical_reconstruction,
-    load_prior,
-    run_method,
+    CliParser,
+    DeprecatedAlias,
+    int_at_least,
+    nonnegative_float,
+    positive_float,
 )
-from ..data import PROBLEMS, digits, ellipses, natural_patches, shepp_logan, simulate
-from ..metrics import psnr, ssim
-from .own_data import build_problem, check_output_folder, parse_noise_std, staged_output
-from .argtypes import NONNEG_INT, POS_INT, int_at_least, nonnegative_float, positive_float
-from .runs import write_run
-from .studies.command import add_study_parser
 
 __all__ = ["main", "build_parser", "load_image", "settings_from_args", "classical_reconstruction",
            "CLASSICAL_METHODS", "ALL_METHODS", "IMAGES"]
 
 IMAGES = ("shepp_logan", "digit", "ellipse", "patch")
 DEFAULT_SIZE = 64
+#: The ``study`` subcommand's help in the command list (as in ``studies.command``).
+STUDY_HELP = "calibration studies over test sets on Dask"
 
 
+def __getattr__(name: str):
+    # `from bayes_recon.app.cli import classical_reconstruction` keeps working without
+    # importing the method registry (and the inference stack) at import time.
+    if name == "classical_reconstruction":
+        from .methods import classical_reconstruction
+
+        return classical_reconstruction
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def load_image(name: str, size: int, index: int = 0) -> torch.Tensor:
-    """The ground-truth image ``(1, 1, size, size)`` named on the command line.
+def progress_from_args(args: argparse.Namespace) -> bool:
+    """Progress bars: ``--progress`` on, ``--no-progress`` off, else only on a terminal.
+
+    tqdm redraws with carriage returns, which fill a redirected log with one line per update.
+    """
+    if getattr(args, "progress", False):
+        return True
+    if getattr(args, "no_progress", False):
+        return False
+    return sys.stderr.isatty()
+
+
+def load_image(name: str, size: int, index: int = 0):
+    """The ground-truth image ``(1, 1, size, size)`` (a tensor) named on the command line.
 
     ``digit`` and ``patch`` come from the held-out test splits (MNIST-style
     digits; photographs disjoint from the prior's training patches).
     """
+    from ..data import digits, ellipses, natural_patches, shepp_logan
+
     if name == "shepp_logan":
         return shepp_logan(size)
     if name == "digit":
@@ -70,13 +92,16 @@ def load_image(name: str, size: int, index: int = 0) -> torch.Tensor:
     raise ValueError(f"image must be one of {list(IMAGES)}, got {name!r}")
 
 
-def settings_from_args(args: argparse.Namespace) -> MethodSettings:
+def settings_from_args(args: argparse.Namespace):
     """The typed settings of ``reconstruct`` from its parsed arguments (validated).
 
     ``--noise-std VALUE`` counts as a known σ (the value is handed to the method).
+    Returns a :class:`~bayes_recon.app.methods.MethodSettings`.
     """
     from ..inference import LinearisedDIPConfig, MAPConfig, SamplingConfig
     from ..models import UNetConfig
+    from .methods import ClassicalSettings, MethodSettings
+    from .own_data import parse_noise_std
 
     map_config = MAPConfig(max_iterations=args.map_iterations, z_steps=args.z_steps,
                            x_steps=args.x_steps, restarts=args.restarts,
@@ -92,12 +117,20 @@ def settings_from_args(args: argparse.Namespace) -> MethodSettings:
                                   tv_weight=args.tv_weight, tv_iterations=args.tv_iterations)
     noise_mode, _ = parse_noise_std(args.noise_std, simulated=args.measurement is None)
     return MethodSettings(method=args.method, noise=noise_mode, seed=args.seed,
-                          progress=not args.no_progress, classical=classical, prior=args.prior,
+                          progress=progress_from_args(args), classical=classical,
+                          prior=args.prior,
                           map=map_config, sampling=sampling, num_samples=args.num_samples,
                           num_chains=args.num_chains, dip=dip, dropout=args.dropout)
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from ..metrics import psnr, ssim
+    from ..operators.classical import rough_noise_std
+    from .methods import load_prior, run_method
+    from .own_data import (build_problem, check_noise_level, check_output_folder,
+                           resolved_spokes, staged_output)
+    from .runs import write_run
+
     settings = settings_from_args(args)  # bad options fail before any work is done
     check_output_folder(args.out, args.overwrite)
     validation = validation_from_args(args, settings)
@@ -117,17 +150,28 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     result = run_method(settings, op, y, problem.noise_std, prior)
     elapsed = time.perf_counter() - start
     x = result.x.detach()
+    warned = list(problem.record.get("warnings", []))
+    noise_check = None
+    if settings.noise == "estimate":  # an estimated σ far above the data flags a misfit
+        sigma, by = result.noise_std, settings.method
+        if sigma is None:  # the method used no σ: the FBP residual's, as a check only
+            sigma, by = rough_noise_std(op, y), "rough_noise_std (FBP residual)"
+        noise_check = check_noise_level(sigma, y, by)
+        if noise_check["implausible"]:
+            warned.append({"category": "NoiseLevelWarning", "message": noise_check["warning"]})
     metrics = {
         "command": f"bayes-recon {args.command} " + " ".join(args.argv),
         "problem": args.problem if args.operator is None else "user operator",
         "operator": type(op).__name__, "size": size,
         "image_shape": list(op.domain_shape), "measurement_shape": list(op.range_shape),
-        "angles": getattr(op, "n_angles", None), "spokes": args.spokes,
-        "index": args.index, "relative_noise": args.noise if truth is not None else None,
+        "angles": getattr(op, "n_angles", None), "detectors": getattr(op, "n_detectors", None),
+        "spokes": resolved_spokes(args),
+        "index": args.index, "relative_noise": None,  # a simulation's, from problem.record
         # σ of the simulation (None for measured data); the method's σ is noise_std_used.
         "noise_std": problem.record.get("simulated_noise_std", problem.noise_std),
         "noise_std_used": result.noise_std,
         **problem.record, **settings.record(),
+        "noise_check": noise_check, "warnings": warned,
         "wall_time_s": elapsed, "info": result.info, "bayes_recon_version": __version__,
     }
     if args.operator is not None:
@@ -192,8 +236,6 @@ def validation_from_args(args: argparse.Namespace, settings: MethodSettings):
 
 
 def _add_validation_arguments(p: argparse.ArgumentParser, always: bool = False) -> None:
-    from ..operators.holdout import HOLDOUT_SCHEMES
-
     v = p.add_argument_group("held-out validation, no ground truth (docs/validation.md)")
     if always:
         p.set_defaults(validate=True)
@@ -234,6 +276,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from ._io import write_json, write_text
     from .benchmarking import BenchmarkConfig, markdown_table, run_benchmarks
 
     config = BenchmarkConfig.quick() if args.quick else BenchmarkConfig()
@@ -251,6 +294,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import torch
+
     from .demo import DemoConfig, run_demo
 
     if args.threads < 1:
@@ -258,11 +303,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # The demo's 28x28 problems gain nothing from intra-op threads, and on a loaded
     # machine spinning OpenMP workers make them several times slower.
     torch.set_num_threads(args.threads)
-    run_demo(DemoConfig(out=Path(args.out), quick=args.quick, progress=not args.no_progress))
+    run_demo(DemoConfig(out=Path(args.out), quick=args.quick, progress=progress_from_args(args)))
     return 0
 
 
 def cmd_train_prior(args: argparse.Namespace) -> int:
+    import torch
+
+    from ._io import write_json
     from ..data.prior_sets import prior_training_data
     from ..models.checkpoint import save_model
     from ..models.supn_vae import SUPNConfig, SUPNVAE
@@ -286,7 +334,7 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
     out = Path(args.out)
     start = time.perf_counter()
     result = train_prior(model, data.train, data.val, train_config, checkpoint_dir=out,
-                         progress=not args.no_progress)
+                         progress=progress_from_args(args))
     elapsed = time.perf_counter() - start
     record = {
         "command": "bayes-recon train-prior " + " ".join(args.argv),
@@ -316,12 +364,19 @@ def _add_problem_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"image side length in pixels (default: the prior's image size, "
                    f"else {DEFAULT_SIZE})")
     g.add_argument("--angles", type=POS_INT, default=None,
-                   help="CT: number of projection angles (default: from --measurement, else 20)")
+                   help="CT only: number of projection angles (default: a --measurement's first "
+                   "axis, else 20)")
     g.add_argument("--detectors", type=POS_INT, default=None,
-                   help="CT: detector count (default: from --measurement, else covering the image)")
-    g.add_argument("--spokes", type=POS_INT, default=30, help="MRI: number of radial spokes")
-    g.add_argument("--noise", type=positive_float, default=0.05,
-                   help="relative noise of a simulated measurement: noise_std = noise * mean|A x|")
+                   help="CT only: detector count (default: the geometry's own, covering the "
+                   "image; a --measurement must have that many unless this is given)")
+    g.add_argument("--spokes", type=POS_INT, default=None,
+                   help="MRI only: number of radial spokes (default: 30)")
+    g.add_argument("--relative-noise", type=positive_float, default=None, metavar="R",
+                   help="noise of a simulated measurement relative to the data: noise_std = R * "
+                   "mean|A x| (default: 0.05); --noise-std is the method's absolute sigma")
+    g.add_argument("--noise", dest="relative_noise", type=positive_float, default=None,
+                   action=DeprecatedAlias, replacement="--relative-noise", metavar="R",
+                   help="deprecated name of --relative-noise")
     g.add_argument("--image", default=None, metavar="NAME|FILE",
                    help=f"simulate the measurement from this image: one of {', '.join(IMAGES)} "
                    "(digit, patch: held-out test images) or a PNG/TIFF/NPY file (grey or RGB, "
@@ -358,19 +413,26 @@ def _add_problem_arguments(p: argparse.ArgumentParser) -> None:
                      help="detector pitch in pixels (default: covering the image)")
     fan.add_argument("--scan", choices=("full", "short"), default="full",
                      help="full circle or short scan (pi + fan angle, Parker weights)")
-    g.add_argument("--index", type=NONNEG_INT, default=0, help="which test image (digit/ellipse/patch)")
+    g.add_argument("--index", type=NONNEG_INT, default=0,
+                   help="which test image (digit/ellipse/patch)")
     g.add_argument("--seed", type=NONNEG_INT, default=0,
                    help="seed of the noise, masks and the inference (chains, restarts, weights)")
 
 
-def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
-    from ..inference.linearised.pipeline import LinearisedDIPConfig  # its defaults are the CLI's
+def _add_progress_arguments(p: argparse.ArgumentParser) -> None:
+    bars = p.add_mutually_exclusive_group()
+    bars.add_argument("--progress", action="store_true",
+                      help="show progress bars (default: only when stderr is a terminal)")
+    bars.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+
+def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
     rec.add_argument("--method", choices=ALL_METHODS, default="tv", metavar="METHOD",
                      help=f"classical: {', '.join(CLASSICAL_METHODS)}; SUPN MAP (needs --prior): "
                      f"{', '.join(SUPN_MAP_METHODS)}; SUPN posterior (needs --prior): "
                      f"{', '.join(SUPN_POSTERIOR_METHODS)}; deep image prior: "
-                     f"{', '.join(DIP_METHODS)}; GMRF posterior: {', '.join(GMRF_METHODS)} (default: tv)")
+                     f"{', '.join(DIP_METHODS)}; GMRF posterior: {', '.join(GMRF_METHODS)} "
+                     "(default: tv)")
     rec.add_argument("--noise-std", default=None, metavar="known|estimate|VALUE",
                      help="known: give the method the simulated noise std (the default for a "
                      "simulated measurement); estimate: the method estimates it (evidence for "
@@ -381,7 +443,7 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
     rec.add_argument("--out", required=True, help="output folder")
     rec.add_argument("--overwrite", action="store_true",
                      help="replace --out whole if it already holds files (else refused)")
-    rec.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_progress_arguments(rec)
 
     c = rec.add_argument_group("classical methods")
     c.add_argument("--tikhonov-weight", type=positive_float, default=0.01,
@@ -411,9 +473,9 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
 
     d = rec.add_argument_group("deep image prior methods (dip, linearised-dip, mc-dropout-dip, "
                                "fixed-sigma-dip)")
-    d.add_argument("--dip-iterations", type=POS_INT, default=LinearisedDIPConfig.iterations,
+    d.add_argument("--dip-iterations", type=POS_INT, default=DIP_DEFAULTS["iterations"],
                    help="DIP Adam iterations")
-    d.add_argument("--dip-lr", type=positive_float, default=LinearisedDIPConfig.lr, help="DIP Adam learning rate")
+    d.add_argument("--dip-lr", type=positive_float, default=DIP_DEFAULTS["lr"], help="DIP Adam learning rate")
     d.add_argument("--dip-tv-scale", type=positive_float, default=3.0,
                    help="DIP TV weight in units of noise_std (estimated from the FBP residual "
                    "with --noise-std estimate)")
@@ -424,12 +486,18 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
                    help="mc-dropout-dip: channel dropout probability")
     d.add_argument("--evidence-iterations", type=POS_INT, default=200,
                    help="linearised-dip: evidence (type-II) optimisation iterations")
-    d.add_argument("--predcp-scale", type=nonnegative_float, default=LinearisedDIPConfig.predcp_scale,
+    d.add_argument("--predcp-scale", type=nonnegative_float, default=DIP_DEFAULTS["predcp_scale"],
                    help="linearised-dip: TV-PredCP rate kappa on the hyperparameters (0: plain MLL)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(*, study: bool = True) -> argparse.ArgumentParser:
+    """The ``bayes-recon`` parser.
+
+    ``study=False`` puts a placeholder in place of the ``study`` subcommand's parser:
+    that one imports the studies package and with it torch (1.5-2.5 s), which every
+    other command's ``--help`` and argument errors would otherwise wait for.
+    """
+    parser = CliParser(  # its subparsers inherit the class: short usage errors, shown defaults
         prog="bayes-recon",
         description="Bayesian uncertainty quantification for imaging inverse problems.",
     )
@@ -485,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(a model .safetensors, or a training folder past stage 1), e.g. a "
                          "diagonal baseline sharing a structured prior's mean network")
     tp.add_argument("--out", required=True, help="output folder (resumes a checkpoint there)")
-    tp.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_progress_arguments(tp)
     tp.set_defaults(func=cmd_train_prior)
 
     cal = sub.add_parser("calibrate", help="calibration report of a saved Bayesian run",
@@ -513,17 +581,24 @@ def build_parser() -> argparse.ArgumentParser:
                           "a calibration report and a summary table in --out.")
     demo.add_argument("--out", default="demo_output", help="output folder")
     demo.add_argument("--quick", action="store_true", help="a fast version (< 2 minutes)")
-    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_progress_arguments(demo)
     demo.add_argument("--threads", type=int, default=1,
                       help="torch intra-op threads (default 1: the problems are small)")
     demo.set_defaults(func=cmd_demo)
-    add_study_parser(sub)
+    if study:
+        from .studies.command import add_study_parser
+
+        add_study_parser(sub)
+    else:  # same name and help in the command list; main() builds the real one for `study`
+        sub.add_parser("study", help=STUDY_HELP)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    # The subcommand is the first word that is not an option (the top level takes no values).
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(study=command == "study")
     args = parser.parse_args(argv)
     args.argv = argv[1:]
     try:

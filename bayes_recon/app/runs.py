@@ -8,6 +8,15 @@ when known and the measurement in ``observed_data``; with the forward operator a
 known or estimated σ also ``posterior_predictive`` and ``log_likelihood``, see
 :func:`bayes_recon.diagnostics.to_arviz`). For a Bayesian run ``reconstruction`` is
 the posterior mean. ``calibrate`` adds ``calibration.json``/``.md`` and figures.
+
+``panel.png`` shows the run at a glance with a colour bar per image: the truth
+(when known), the back-projection (``op.fbp(y)``, else ``op.adjoint(y)``), the
+reconstruction or posterior mean, and for a Bayesian run the std, ``|error|`` (when
+the truth is known) and three samples. Single-image PNGs are grey levels scaled
+to the image's own range (0.5–99.5 percentiles, :func:`bayes_recon.app._io.display_range`),
+except a truth in [0, 1] (the built-in images and ``load_image`` are), shown on
+[0, 1]; every window is recorded in ``metrics.json`` as ``png_ranges``
+(``{file: [lo, hi]}``), so a grey level can be read back as a value.
 """
 
 from __future__ import annotations
@@ -17,7 +26,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._io import write_json, write_netcdf, write_npy, write_png, write_text, write_tiff
+from ._io import (
+    DISPLAY_PERCENTILES,
+    display_range,
+    write_figure,
+    write_json,
+    write_netcdf,
+    write_npy,
+    write_png,
+    write_text,
+    write_tiff,
+)
 
 POSTERIOR_FILE = "posterior.nc"
 
@@ -55,26 +74,42 @@ def write_run(out, truth: torch.Tensor | None, x: torch.Tensor, metrics: dict, p
         ``out``.
     """
     out = Path(out)
+    ranges = {}
+
+    def png(name, image, window=None, cmap="gray"):
+        lo, hi = display_range(image) if window is None else window
+        write_png(out / name, image, vmin=lo, vmax=hi, cmap=cmap)
+        ranges[name] = [lo, hi]
+
+    t = None
     if truth is not None:
+        t = truth[0, 0].detach().cpu().numpy()
         write_npy(out / "truth.npy", truth[0].detach().cpu().numpy())
-        write_png(out / "truth.png", truth[0, 0].detach().cpu().numpy(), vmin=0.0, vmax=1.0)
+        # A truth in [0, 1] is an image made for it (built-in data, load_image): keep that
+        # scale so its PNG reads as the image; anything else gets its own range.
+        png("truth.png", t, (0.0, 1.0) if t.min() >= 0 and t.max() <= 1 else None)
+    rec = x[0, 0].detach().cpu().numpy()
     write_npy(out / "reconstruction.npy", x[0].detach().cpu().numpy())
-    write_png(out / "reconstruction.png", x[0, 0].detach().cpu().numpy(), vmin=0.0, vmax=1.0)
-    write_tiff(out / "reconstruction.tif", x[0, 0].detach().cpu().numpy())
+    png("reconstruction.png", rec)
+    write_tiff(out / "reconstruction.tif", rec)
+    back = _back_projection(op, y)
+    mean = std = samples = None
     if posterior is not None:
         from ..diagnostics import to_arviz
 
-        mean, std = posterior.mean, posterior.std
-        write_npy(out / "mean.npy", mean.detach().cpu().numpy())
-        write_png(out / "mean.png", mean[0].detach().cpu().numpy(), vmin=0.0, vmax=1.0)
-        write_npy(out / "std.npy", std.detach().cpu().numpy())
-        write_png(out / "std.png", std[0].detach().cpu().numpy(), cmap="magma")
-        write_tiff(out / "mean.tif", mean[0].detach().cpu().numpy())
-        write_tiff(out / "std.tif", std[0].detach().cpu().numpy())
+        mean_t, std_t = posterior.mean, posterior.std
+        mean, std = mean_t[0].detach().cpu().numpy(), std_t[0].detach().cpu().numpy()
+        write_npy(out / "mean.npy", mean_t.detach().cpu().numpy())
+        png("mean.png", mean)
+        write_npy(out / "std.npy", std_t.detach().cpu().numpy())
+        png("std.png", std, cmap="magma")
+        write_tiff(out / "mean.tif", mean)
+        write_tiff(out / "std.tif", std)
         write_npy(out / "samples.npy", posterior.samples.detach().cpu().numpy())
-        for i in range(min(3, posterior.num_draws)):
-            write_png(out / f"sample_{i}.png", posterior.samples[0, i, 0].detach().cpu().numpy(),
-                      vmin=0.0, vmax=1.0)
+        samples = posterior.samples[0, :min(3, posterior.num_draws), 0].detach().cpu().numpy()
+        window = display_range(samples)  # one window for all samples, so they compare
+        for i, sample in enumerate(samples):
+            png(f"sample_{i}.png", sample, window)
         sigma = noise_std if noise_std is not None else posterior.noise_std
         # A likelihood needs the operator, the data and a positive σ; without them the
         # file is what it was before (samples, truth, measurement).
@@ -84,8 +119,72 @@ def write_run(out, truth: torch.Tensor | None, x: torch.Tensor, metrics: dict, p
                          noise_std=sigma if predictive else None, predictive=predictive)
         write_netcdf(out / POSTERIOR_FILE, idata)
         metrics = {**posterior_summary(posterior), **metrics}
+    write_figure(out / "panel.png", _panel(t, back, rec if mean is None else mean, std, samples))
+    metrics = {**metrics, "png_ranges": ranges,
+               "png_range_rule": (f"grey level 0..255 = lo..hi; lo, hi = the image's "
+                                  f"{DISPLAY_PERCENTILES[0]}-{DISPLAY_PERCENTILES[1]} "
+                                  "percentiles ([0, 1] for a truth in [0, 1]; one window "
+                                  "for all samples), values outside clipped")}
     write_json(out / "metrics.json", metrics)
     return out
+
+
+def _back_projection(op, y):
+    """``(title, (H, W) array)`` of the data mapped back to the image, or None without op/y.
+
+    FBP where the operator has one (CT), else the adjoint ``Aᵀ y``: the first thing
+    to look at when a reconstruction is off (the measurement itself, seen as an image).
+    """
+    if op is None or y is None:
+        return None
+    with torch.no_grad():
+        if hasattr(op, "fbp"):
+            title, image = "FBP of y", op.fbp(y)
+        else:
+            title, image = "adjoint Aᵀy", op.adjoint(y)
+    return title, image[0, 0].detach().cpu().numpy()
+
+
+def _panel(truth, back, estimate, std, samples):
+    """The run at a glance: one image per axes, each on its own colour bar.
+
+    ``estimate`` is the reconstruction, or the posterior mean when ``std`` (and
+    ``samples``) are given; truth, estimate and samples share one grey-level window
+    (the union of the truth's and the estimate's robust ranges) so they compare.
+    """
+    from matplotlib.figure import Figure
+
+    window = display_range(estimate)
+    if truth is not None:
+        t_lo, t_hi = display_range(truth)
+        window = (min(window[0], t_lo), max(window[1], t_hi))
+    bayesian = std is not None
+    panels = []  # (title, image, (lo, hi), cmap)
+    if truth is not None:
+        panels.append(("truth", truth, window, "gray"))
+    if back is not None:
+        panels.append((back[0], back[1], display_range(back[1]), "gray"))
+    panels.append(("posterior mean" if bayesian else "reconstruction", estimate, window, "gray"))
+    if bayesian:
+        panels.append(("posterior std", std, (0.0, display_range(std)[1]), "magma"))
+    if truth is not None:
+        error = np.abs(truth - estimate)
+        panels.append(("|error|", error, (0.0, display_range(error)[1]), "magma"))
+    for i, sample in enumerate(samples if samples is not None else []):
+        panels.append((f"sample {i}", sample, window, "gray"))
+    ncols = min(4, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig = Figure(figsize=(3.3 * ncols, 3.0 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (title, image, (lo, hi), cmap) in zip(axes, panels):
+        shown = ax.imshow(image, vmin=lo, vmax=max(hi, lo + 1e-12), cmap=cmap)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(shown, ax=ax, shrink=0.85)
+    for ax in axes[len(panels):]:
+        ax.set_axis_off()
+    return fig
 
 
 def posterior_summary(posterior) -> dict:

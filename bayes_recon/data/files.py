@@ -131,11 +131,15 @@ def load_image(path, size=None, *, window=None, frame=None, slice=None) -> torch
     Returns
     -------
     torch.Tensor
-        ``(1, 1, H, W)`` float32 in ``[0, 1]``. Integer images are divided by
-        their type's maximum (255 for 8-bit, 65535 for 16-bit), so 16-bit
-        depth keeps its precision; float images already in ``[0, 1]`` are kept,
-        other float images are scaled by ``(x - min) / (max - min)``. For the
-        mapping back to physical units of a DICOM/NIfTI file use
+        ``(1, 1, H, W)`` float32 in ``[0, 1]``. Integer (and boolean) images are
+        min-max scaled, ``(x - min) / (max - min)`` over the grey values: the data's
+        own range, not the type's (a 16-bit file of raw CT values 128-2191 spans
+        [0, 1], not 0.002-0.033), so every file's full contrast is used the same way
+        and a PSNR at ``data_range=1`` means the same; 16-bit depth keeps its
+        precision. Float images already in ``[0, 1]`` are kept, other float images
+        are min-max scaled too. :func:`load_image_with_record` also returns the map
+        back (``value = intensity_offset + intensity_scale * image``); for the
+        physical units of a DICOM/NIfTI file use
         :func:`~bayes_recon.data.read_medical` (or :func:`load_medical`).
 
     Raises
@@ -144,9 +148,10 @@ def load_image(path, size=None, *, window=None, frame=None, slice=None) -> torch
         No file at ``path``.
     ValueError
         Unreadable or corrupt file, an unsupported type or shape, a
-        transparent alpha channel, NaN/inf, a constant float image outside
-        ``[0, 1]``, ``window``/``frame``/``slice`` for a file that is not DICOM
-        or NIfTI; the message names the file.
+        transparent alpha channel, NaN/inf, a constant integer image or a
+        constant float image outside ``[0, 1]`` (nothing to scale by),
+        ``window``/``frame``/``slice`` for a file that is not DICOM or NIfTI; the
+        message names the file.
 
     Examples
     --------
@@ -157,12 +162,43 @@ def load_image(path, size=None, *, window=None, frame=None, slice=None) -> torch
     >>> x = load_image(path, size=32)
     >>> x.shape, x.dtype
     (torch.Size([1, 1, 32, 32]), torch.float32)
+    >>> np.save(path, np.array([[128, 600], [1200, 2191]], dtype=np.int16))
+    >>> load_image(path)[0, 0]  # the data's own range, not int16's 32767
+    tensor([[0.0000, 0.2288],
+            [0.5196, 1.0000]])
     """
     path = _existing(path)
     from .medical import medical_format
 
     if medical_format(path) is not None:
         return load_medical(path, size, window=window, frame=frame, slice=slice)[0]
+    return load_image_with_record(path, size, window=window, frame=frame, slice=slice)[0]
+
+
+def load_image_with_record(path, size=None, *, window=None, frame=None,
+                           slice=None) -> tuple[torch.Tensor, dict]:
+    """:func:`load_image` and how the file's values were mapped to ``[0, 1]``.
+
+    Returns
+    -------
+    image : torch.Tensor
+        ``(1, 1, H, W)`` float32 in ``[0, 1]``, as :func:`load_image`.
+    record : dict
+        JSON-ready: ``source``, ``dtype``, ``file_shape`` (as stored), ``shape``
+        (grey, before resizing), ``resized_shape`` (None without ``size``),
+        ``mapping`` (``"min-max"`` or ``"identity"`` for a float image already in
+        ``[0, 1]``), ``intensity_offset`` and ``intensity_scale`` with
+        ``grey value = intensity_offset + intensity_scale * image`` (grey value: the
+        stored value, or for RGB its BT.709 luma in the stored scale), and
+        ``value_range``. For DICOM/NIfTI the record is
+        :meth:`~bayes_recon.data.MedicalImage.record`.
+    """
+    path = _existing(path)
+    from .medical import medical_format
+
+    if medical_format(path) is not None:
+        image, medical = load_medical(path, size, window=window, frame=frame, slice=slice)
+        return image, medical.record(shape=tuple(image.shape[-2:]))
     given = [name for name, value in (("window", window), ("frame", frame), ("slice", slice))
              if value is not None]
     if given:
@@ -174,23 +210,28 @@ def load_image(path, size=None, *, window=None, frame=None, slice=None) -> torch
     if arr.dtype == object or not (arr.dtype.kind in "uifb"):
         raise ValueError(f"{path}: expected a numeric image, got dtype {arr.dtype}")
     integer = arr.dtype.kind in "uib"
-    top = 1.0 if arr.dtype == bool else (np.iinfo(arr.dtype).max if integer else None)
     grey = _to_grey(path, arr).astype(np.float64)
     if not np.isfinite(grey).all():
         raise ValueError(f"{path} contains NaN or inf values")
-    if integer:
-        if arr.dtype.kind == "i" and grey.min() < 0:
-            raise ValueError(f"{path}: a signed integer image must be >= 0, "
-                             f"got minimum {grey.min():g}")
-        grey = grey / top
-    elif grey.min() < 0 or grey.max() > 1:
-        lo, hi = grey.min(), grey.max()
+    lo, hi = float(grey.min()), float(grey.max())
+    if integer or lo < 0 or hi > 1:
         if hi == lo:
-            raise ValueError(f"{path}: a constant float image outside [0, 1] ({lo:g}) "
-                             "cannot be scaled to [0, 1]")
-        grey = (grey - lo) / (hi - lo)
+            kind = "integer" if integer else "float"
+            where = "" if integer else " outside [0, 1]"
+            raise ValueError(f"{path}: a constant {kind} image{where} (every pixel {lo:g}) "
+                             "cannot be scaled to [0, 1] by its own range")
+        offset, scale, mapping = lo, hi - lo, "min-max"
+        grey = (grey - lo) / scale
+    else:  # a float image already in [0, 1]: its values are kept
+        offset, scale, mapping = 0.0, 1.0, "identity"
+    shape = [int(s) for s in grey.shape]
     grey = _resize(grey, size)
-    return torch.from_numpy(grey.astype(np.float32))[None, None]
+    record = {"source": path, "dtype": str(arr.dtype), "file_shape": [int(s) for s in arr.shape],
+              "shape": shape,
+              "resized_shape": None if size is None else [int(s) for s in grey.shape],
+              "mapping": mapping, "intensity_offset": offset, "intensity_scale": scale,
+              "value_range": [lo, hi]}
+    return torch.from_numpy(grey.astype(np.float32))[None, None], record
 
 
 def _hdf5_datasets(handle) -> list[str]:

@@ -62,21 +62,30 @@ def samples_array(source, var_name: str = "x", *, argname: str = "posterior") ->
 
 
 def truth_array(truth, image_shape, *, argname: str = "truth") -> np.ndarray:
-    """The truth as float64 ``(C, H, W)``; accepts ``(C, H, W)`` or ``(1, C, H, W)``.
+    """The truth as float64 ``(C, H, W)``, from any documented image shape.
 
-    Anything else (another shape, complex, NaN/inf) raises a ``ValueError`` or
-    ``TypeError`` naming ``argname``.
+    Accepts ``(C, H, W)``, ``(1, C, H, W)`` (the batch form, one image) and, when
+    ``C = 1``, ``(H, W)``: the same set for ``to_arviz``, ``calibration`` and the
+    plots. Anything else (another shape, a batch of several images, complex,
+    NaN/inf) raises a ``ValueError`` or ``TypeError`` naming ``argname``.
     """
     if not isinstance(truth, (torch.Tensor, np.ndarray)):
         raise TypeError(f"{argname} must be a torch.Tensor or numpy array, got {type(truth).__name__}")
     arr = to_numpy(truth)
     image_shape = tuple(int(s) for s in image_shape)
+    c = image_shape[0]
+    accepted = [image_shape, (1, *image_shape)]
+    if c == 1:
+        accepted.insert(0, image_shape[1:])
     if arr.shape == (1, *image_shape):
         arr = arr[0]
+    elif c == 1 and arr.shape == image_shape[1:]:
+        arr = arr[None]  # a single-channel image given as (H, W)
     if arr.shape != image_shape:
+        shapes = " or ".join(str(s) for s in accepted)
         raise ValueError(
-            f"{argname} must have shape {image_shape} or {(1, *image_shape)} (C, H, W of the "
-            f"samples), got {arr.shape}"
+            f"{argname} must have shape {shapes} (the samples' image is (C, H, W) = "
+            f"{image_shape}), got {arr.shape}"
         )
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{argname} must be real, got dtype {arr.dtype}")

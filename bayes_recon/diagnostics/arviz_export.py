@@ -245,7 +245,7 @@ def to_arviz(posterior: Posterior, truth=None, y=None, name: str = "x", *, op=No
     ----------
     posterior : Posterior
         Samples ``(chains, draws, C, H, W)`` and provenance.
-    truth : torch.Tensor or numpy.ndarray, shape (C, H, W) or (1, C, H, W), optional
+    truth : torch.Tensor or numpy.ndarray, shape (C, H, W), (1, C, H, W) or (H, W) when C = 1, optional
         Ground-truth image, stored in ``constant_data`` as ``{name}_true``.
     y : torch.Tensor or numpy.ndarray, optional
         Measurement, real or complex, stored in ``observed_data``. Any shape

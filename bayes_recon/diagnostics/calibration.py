@@ -291,7 +291,7 @@ def calibration(
     posterior_or_idata : Posterior, arviz.InferenceData, or a list of them
         Samples ``(chains, draws, C, H, W)`` (from ``posterior[var_name]`` for
         InferenceData). A list is analysed image by image and pooled.
-    truth : tensor or ndarray of shape (C, H, W) or (1, C, H, W), or a list of them
+    truth : tensor or ndarray of shape (C, H, W), (1, C, H, W) or, when C = 1, (H, W); or a list of them
         One truth per posterior (a list, or an array with a leading image
         axis, for a list of posteriors). May be ``None`` for InferenceData
         that carries ``constant_data[f"{var_name}_true"]``.

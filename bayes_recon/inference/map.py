@@ -115,6 +115,15 @@ class Reconstruction:
     method: str = ""
     noise_std: float = float("nan")
 
+    def __repr__(self) -> str:
+        # The dataclass default prints x and z in full: pages of numbers in a notebook.
+        def shape(t):
+            return tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+
+        return (f"Reconstruction(method={self.method!r}, x_shape={shape(self.x)}, "
+                f"z_shape={shape(self.z)}, converged={self.converged}, "
+                f"iterations={len(self.objective_history)}, noise_std={self.noise_std:.4g})")
+
 
 def joint_objective(x, z, y, op, prior, noise_std, temperature: float = 1.0) -> torch.Tensor:
     """``J(x, z)`` per measurement, ``(B,)`` float64."""

@@ -99,11 +99,11 @@ def test_log_likelihood_and_observed_match_hand_computation(problem):
     idata = to_arviz(post, y=y, op=op, predictive=True)  # σ from posterior.noise_std
     assert {"posterior_predictive", "log_likelihood", "observed_data"} <= set(idata.groups())
     ll = idata.log_likelihood["y"]
-    assert ll.dims == ("chain", "draw", "y_dim_0") and ll.dtype == np.float64
+    assert ll.dims == ("chain", "draw", "entry") and ll.dtype == np.float64
     expected = _gauss_logpdf(y.numpy()[0], _ax(post, matrix), SIGMA)
     np.testing.assert_allclose(ll.values, expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(idata.observed_data["y"].values, y.numpy()[0])
-    assert idata.posterior_predictive["y"].dims == ("chain", "draw", "y_dim_0")
+    assert idata.posterior_predictive["y"].dims == ("chain", "draw", "entry")
     attrs = idata.log_likelihood.attrs
     assert attrs["measurement_subset"] == "all" and attrs["measurement_kept"] == M_ROWS
     assert attrs["measurement_total"] == M_ROWS and attrs["likelihood_noise_std"] == SIGMA

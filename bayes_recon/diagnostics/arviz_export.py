@@ -8,9 +8,10 @@ Layout of the result:
 * ``sample_stats``: the sampler statistics, ``(chain, draw)`` each. Pyro's
   ``accept_prob`` is renamed to ArviZ's ``acceptance_rate`` and ``divergent``
   to ``diverging`` so that ArviZ plots find them; other names are kept.
-* ``observed_data``: the measurement ``y``. Its dims are ``(channel, angle,
-  detector)`` when ``op`` is a CT operator (range ``(C, angles, detectors)``),
-  else ``y_dim_0, y_dim_1, ...``; with ``predictive=True`` and more than
+* ``observed_data``: the measurement ``y``. With ``op`` its dims are named:
+  ``(channel, angle, detector)`` for CT, ``(channel, kspace_sample)`` for MRI,
+  ``(channel, y_row, y_col)`` for an image-shaped range, ``(entry,)`` for a
+  flat one; without ``op`` ``y_dim_0, y_dim_1, ...``; with ``predictive=True`` and more than
   ``max_measurements`` real entries it holds only the kept entries, over one
   flat dim ``measurement`` whose coordinate is their flat (row-major) index in
   ``op.range_shape``. Complex k-space is stored as two real variables
@@ -180,13 +181,25 @@ def _noise_level(noise_std, posterior: Posterior) -> float:
 
 
 def _measurement_dims(op, shape, channels: int) -> list[str]:
-    """Named dims where the operator tells them (CT), else ``y_dim_i``."""
-    if (
-        op is not None
-        and len(shape) == 3
-        and tuple(shape) == (channels, getattr(op, "n_angles", None), getattr(op, "n_detectors", None))
-    ):
+    """Named dims where the operator tells them, else ``y_dim_i``.
+
+    CT ``(channel, angle, detector)``; k-space samples of MRI ``(channel, kspace_sample)``;
+    an image-shaped range (denoising, deblurring, super-resolution) ``(channel, y_row,
+    y_col)`` (not ``row``/``col``: a downsampled range has other sizes than the image);
+    a flat range ``(entry,)``.
+    """
+    if op is None:
+        return [f"y_dim_{i}" for i in range(len(shape))]
+    shape = tuple(shape)
+    if len(shape) == 3 and shape == (channels, getattr(op, "n_angles", None),
+                                      getattr(op, "n_detectors", None)):
         return ["channel", "angle", "detector"]
+    if op.complex_range and len(shape) == 2 and shape[0] == channels:
+        return ["channel", "kspace_sample"]
+    if len(shape) == 3 and shape[0] == channels:
+        return ["channel", "y_row", "y_col"]
+    if len(shape) == 1:
+        return ["entry"]  # not "measurement": that names the kept subset's flat dim
     return [f"y_dim_{i}" for i in range(len(shape))]
 
 
@@ -325,7 +338,7 @@ def to_arviz(posterior: Posterior, truth=None, y=None, name: str = "x", *, op=No
     >>> y = op(torch.zeros(1, 1, 4, 4)) + 0.5
     >>> idata = to_arviz(post, y=y, op=op, noise_std=2.0, predictive=True)
     >>> idata.log_likelihood["y"].dims, idata.posterior_predictive["y"].shape
-    (('chain', 'draw', 'y_dim_0'), (2, 20, 6))
+    (('chain', 'draw', 'entry'), (2, 20, 6))
     """
     if not isinstance(posterior, Posterior):
         raise TypeError(f"posterior must be a Posterior, got {type(posterior).__name__}")

@@ -169,8 +169,8 @@ def table(out: Path) -> str:
             ratio = ("n/a" if any(v is None for v in ratios)
                      else f"{np.median(ratios):.2f}")
             null = ("–" if any("null_space" not in r for r in rs) else
-                    f"{mean(lambda r: r['null_space']['error_null_fraction']):.2f} / "
-                    f"{mean(lambda r: r['null_space']['variance_null_fraction']):.2f}")
+                    f"{max(0.0, mean(lambda r: r['null_space']['error_null_fraction'])):.2f} / "
+                    f"{max(0.0, mean(lambda r: r['null_space']['variance_null_fraction'])):.2f}")
             img_ratio = ("–" if any("image_variance_ratio" not in r.get("null_space", {})
                                     for r in rs) else
                          f"{np.median([r['null_space']['image_variance_ratio'] for r in rs]):.2f}")

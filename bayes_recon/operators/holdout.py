@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._validation import check_choice, check_int, check_tensor
+from .._validation import check_choice, check_int
 from .base import LinearOperator
 from .ct import ParallelBeamCT, RayTransform
 from .fanbeam import FanBeamCT
@@ -333,7 +333,3 @@ def _restrict(op: LinearOperator, scheme: str, keep: np.ndarray, index: torch.Te
         return Inpainting(torch.from_numpy(mask.reshape(op.mask.shape)))
     return RangeSubset(op, index)
 
-
-def check_measurement(op: LinearOperator, y: torch.Tensor) -> torch.Tensor:
-    """``y`` checked to be ``(B, *op.range_shape)`` and of the operator's kind."""
-    return check_tensor("y", y, shape=(None, *op.range_shape), allow_complex=op.complex_range)

@@ -29,8 +29,8 @@ def test_quick_demo_writes_report_and_every_posterior(quick_demo):
     for name in METHODS:
         assert f"| {name} |" in report
     bayesian = [n for n, r in rows.items() if r["coverage_90"] is not None]
-    # SUPN posterior, linearised DIP and both DIP baselines carry posteriors.
-    assert len(bayesian) == 4, bayesian
+    # SUPN posterior, linearised DIP, both DIP baselines and DPS carry posteriors.
+    assert len(bayesian) == 5, bayesian
     assert (out / "calibration_curves.png").stat().st_size > 0
     nc_files = sorted(out.glob("*.nc"))
     assert len(nc_files) == len(bayesian)

@@ -16,7 +16,7 @@ import sys
 
 __all__ = ["int_at_least", "positive_float", "nonnegative_float", "POS_INT", "NONNEG_INT",
            "CliParser", "DefaultsHelpFormatter", "DeprecatedAlias",
-           "CLASSICAL_METHODS", "SUPN_MAP_METHODS", "SUPN_POSTERIOR_METHODS", "DIP_METHODS",
+           "CLASSICAL_METHODS", "SUPN_MAP_METHODS", "SUPN_POSTERIOR_METHODS", "DIFFUSION_METHODS", "DIP_METHODS",
            "GMRF_METHODS", "DENOISER_METHODS", "ALL_METHODS", "PROBLEMS", "HOLDOUT_SCHEMES",
            "DIP_DEFAULTS"]
 
@@ -24,10 +24,12 @@ __all__ = ["int_at_least", "positive_float", "nonnegative_float", "POS_INT", "NO
 CLASSICAL_METHODS = ("fbp", "adjoint", "tikhonov", "tv")
 SUPN_MAP_METHODS = ("alternating", "jpmap", "csgm", "svi")
 SUPN_POSTERIOR_METHODS = ("nuts", "laplace", "laplace-is")
+DIFFUSION_METHODS = ("dps", "diffpir")
 DIP_METHODS = ("dip", "linearised-dip", "mc-dropout-dip", "fixed-sigma-dip")
 GMRF_METHODS = ("gmrf",)
 DENOISER_METHODS = ("dae",)
-ALL_METHODS = (CLASSICAL_METHODS + SUPN_MAP_METHODS + SUPN_POSTERIOR_METHODS + DIP_METHODS
+ALL_METHODS = (CLASSICAL_METHODS + SUPN_MAP_METHODS + SUPN_POSTERIOR_METHODS + DIFFUSION_METHODS
+               + DIP_METHODS
                + GMRF_METHODS + DENOISER_METHODS)
 PROBLEMS = ("ct", "ct-fan", "mri", "denoise", "deblur", "inpaint", "superres")
 HOLDOUT_SCHEMES = ("projection", "spoke", "line", "random")

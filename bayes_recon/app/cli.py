@@ -98,7 +98,7 @@ def settings_from_args(args: argparse.Namespace):
     ``--noise-std VALUE`` counts as a known σ (the value is handed to the method).
     Returns a :class:`~bayes_recon.app.methods.MethodSettings`.
     """
-    from ..inference import LinearisedDIPConfig, MAPConfig, SamplingConfig
+    from ..inference import DiffPIRConfig, DPSConfig, LinearisedDIPConfig, MAPConfig, SamplingConfig
     from ..models import UNetConfig
     from .methods import ClassicalSettings, MethodSettings
     from .own_data import parse_noise_std
@@ -115,12 +115,16 @@ def settings_from_args(args: argparse.Namespace):
                               evidence_iterations=args.evidence_iterations)
     classical = ClassicalSettings(tikhonov_weight=args.tikhonov_weight,
                                   tv_weight=args.tv_weight, tv_iterations=args.tv_iterations)
+    steps = {} if args.diffusion_steps is None else {"steps": args.diffusion_steps}
+    dps = DPSConfig(guidance=args.guidance, **steps)
+    diffpir = DiffPIRConfig(regularisation=args.diffpir_lambda, zeta=args.diffpir_zeta, **steps)
     noise_mode, _ = parse_noise_std(args.noise_std, simulated=args.measurement is None)
     return MethodSettings(method=args.method, noise=noise_mode, seed=args.seed,
                           progress=progress_from_args(args), classical=classical,
                           prior=args.prior,
                           map=map_config, sampling=sampling, num_samples=args.num_samples,
-                          num_chains=args.num_chains, dip=dip, dropout=args.dropout)
+                          num_chains=args.num_chains, dip=dip, dropout=args.dropout,
+                          dps=dps, diffpir=diffpir)
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -456,7 +460,8 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
     s = rec.add_argument_group("SUPN prior methods (alternating, jpmap, csgm, svi, nuts, laplace)")
     s.add_argument("--prior", default=None,
                    help="shipped prior name (bayes_recon.models.available_priors(), e.g. "
-                   "digits-supn) or a .safetensors file saved with save_model")
+                   "digits-supn; available_diffusion_priors() for dps/diffpir, e.g. "
+                   "digits-diffusion) or a .safetensors file saved with save_model")
     s.add_argument("--map-iterations", type=POS_INT, default=30,
                    help="MAP outer iterations (svi: 10x as many SVI steps)")
     s.add_argument("--z-steps", type=POS_INT, default=20, help="L-BFGS iterations per MAP z-step")
@@ -471,6 +476,15 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
     s.add_argument("--map-steps", type=POS_INT, default=50,
                    help="L-BFGS iterations of the collapsed latent MAP (chain start, laplace)")
 
+    df = rec.add_argument_group("diffusion prior methods (dps, diffpir; docs/diffusion.md)")
+    df.add_argument("--diffusion-steps", type=int_at_least(2), default=None,
+                    help="reverse steps (default: 250 dps, 100 diffpir)")
+    df.add_argument("--guidance", type=positive_float, default=1.0,
+                    help="dps: step ζ on ||y - A x0_hat|| per reverse step")
+    df.add_argument("--diffpir-lambda", type=positive_float, default=7.0,
+                    help="diffpir: λ of the data step's weight ρ_t = λ σ² / σ_t²")
+    df.add_argument("--diffpir-zeta", type=float, default=0.3,
+                    help="diffpir: share of fresh noise when re-noising, in [0, 1]")
     d = rec.add_argument_group("deep image prior methods (dip, linearised-dip, mc-dropout-dip, "
                                "fixed-sigma-dip)")
     d.add_argument("--dip-iterations", type=POS_INT, default=DIP_DEFAULTS["iterations"],

@@ -33,6 +33,7 @@ TV_WEIGHT = 0.2  # units of σ·||A||
 DIP_TV_SCALE = 3.0
 MC_DROPOUT_RATE = 0.05
 DEMO_PRIOR = "digits-supn"
+DEMO_DIFFUSION_PRIOR = "digits-diffusion"
 
 
 @dataclass
@@ -70,7 +71,7 @@ def demo_methods(config: DemoConfig) -> dict[str, MethodSettings]:
     The same registry as ``bayes-recon reconstruct``; ``quick`` shortens every
     iterative method (and samples z by a PSIS-checked Laplace approximation instead of NUTS).
     """
-    from ..inference import LinearisedDIPConfig, MAPConfig, SamplingConfig
+    from ..inference import DPSConfig, LinearisedDIPConfig, MAPConfig, SamplingConfig
     from ..models import UNetConfig
 
     quick, seed, progress = config.quick, config.seed, config.progress
@@ -103,6 +104,11 @@ def demo_methods(config: DemoConfig) -> dict[str, MethodSettings]:
                                         **common),
         "DIP + MC dropout": MethodSettings("mc-dropout-dip", dip=dip, num_samples=samples,
                                            dropout=MC_DROPOUT_RATE, **common),
+        # DPS with the library's defaults (chosen on training digits, docs/diffusion.md);
+        # quick mode takes fewer reverse steps and runs.
+        "Diffusion posterior (DPS)": MethodSettings(
+            "dps", prior=DEMO_DIFFUSION_PRIOR, num_samples=8 if quick else 16, num_chains=2,
+            dps=DPSConfig(steps=50) if quick else DPSConfig(), **common),
     }
 
 
@@ -122,6 +128,12 @@ def _summary(settings: MethodSettings) -> dict:
                 **({"thin": settings.sampling.thin, "parallel_chains": settings.sampling.parallel_chains}
                    if m == "nuts" else {}),
                 "x": "exact sample of x | z, y per z draw"}
+    if m in ("dps", "diffpir"):
+        c = settings.diffusion_config
+        knobs = ({"guidance": c.guidance} if m == "dps" else
+                 {"regularisation": c.regularisation, "zeta": c.zeta})
+        return {"prior": settings.prior, "steps": c.steps, **knobs, "chains": settings.num_chains,
+                "runs_per_chain": settings.diffusion_samples}
     if m.endswith("dip"):
         d = settings.dip
         info = {"dip_iterations": d.iterations, "dip_lr": d.lr, "samples": settings.dip_samples}

@@ -7,7 +7,9 @@ family                    ``--method``
 ========================  =======================================================
 classical                 ``fbp``, ``adjoint``, ``tikhonov``, ``tv``
 SUPN prior, MAP           ``alternating``, ``jpmap``, ``csgm``, ``svi`` (needs ``--prior``)
-SUPN prior, posterior     ``nuts``, ``laplace`` (needs ``--prior``)
+SUPN prior, posterior     ``nuts``, ``laplace``, ``laplace-is`` (needs ``--prior``)
+diffusion prior           ``dps``, ``diffpir`` (needs a diffusion ``--prior``,
+                          e.g. ``digits-diffusion``)
 learned denoiser          ``dae`` (``--problem denoise``; the shipped ``digits-dae``)
 deep image prior          ``dip`` (point estimate), ``linearised-dip``,
                           ``mc-dropout-dip``, ``fixed-sigma-dip``
@@ -32,7 +34,10 @@ import torch
 
 from .._validation import check_int, check_positive
 from ..inference import (
+    DIFFUSION_METHODS,
     MAP_METHODS,
+    DiffPIRConfig,
+    DPSConfig,
     SAMPLING_METHODS,
     GMRFConfig,
     LinearisedDIPConfig,
@@ -53,7 +58,7 @@ from ..operators.classical import rough_noise_std
 
 __all__ = [
     "CLASSICAL_METHODS", "SUPN_MAP_METHODS", "SUPN_POSTERIOR_METHODS", "DIP_METHODS",
-    "PRIOR_METHODS", "POSTERIOR_METHODS", "DENOISER_METHODS", "GMRF_METHODS", "ALL_METHODS",
+    "PRIOR_METHODS", "POSTERIOR_METHODS", "DIFFUSION_METHODS", "DENOISER_METHODS", "GMRF_METHODS", "ALL_METHODS",
     "NOISE_MODES",
     "ClassicalSettings", "MethodSettings", "MethodResult",
     "classical_reconstruction", "load_prior", "run_method",
@@ -61,7 +66,7 @@ __all__ = [
 
 CLASSICAL_METHODS = ("fbp", "adjoint", "tikhonov", "tv")
 SUPN_MAP_METHODS = tuple(MAP_METHODS)
-SUPN_POSTERIOR_METHODS = tuple(SAMPLING_METHODS)
+SUPN_POSTERIOR_METHODS = tuple(m for m in SAMPLING_METHODS if m not in DIFFUSION_METHODS)
 DIP_METHODS = ("dip", "linearised-dip", "mc-dropout-dip", "fixed-sigma-dip")
 #: The SUPN paper's denoising baseline: a shipped denoising autoencoder.
 DENOISER_METHODS = ("dae",)
@@ -69,8 +74,11 @@ DENOISER_METHODS = ("dae",)
 GMRF_METHODS = ("gmrf",)
 #: Draws of a GMRF posterior when ``num_samples`` is None (as the DIP posteriors).
 GMRF_DEFAULT_SAMPLES = 1000
-PRIOR_METHODS = SUPN_MAP_METHODS + SUPN_POSTERIOR_METHODS
-POSTERIOR_METHODS = SUPN_POSTERIOR_METHODS + DIP_METHODS[1:] + GMRF_METHODS
+#: Draws per chain of the diffusion samplers when ``num_samples`` is None.
+DIFFUSION_DEFAULT_SAMPLES = 8
+#: Methods that need ``--prior``: SUPN priors, and a diffusion prior for DPS / DiffPIR.
+PRIOR_METHODS = SUPN_MAP_METHODS + SUPN_POSTERIOR_METHODS + DIFFUSION_METHODS
+POSTERIOR_METHODS = SUPN_POSTERIOR_METHODS + DIP_METHODS[1:] + GMRF_METHODS + DIFFUSION_METHODS
 ALL_METHODS = CLASSICAL_METHODS + PRIOR_METHODS + DIP_METHODS + GMRF_METHODS + DENOISER_METHODS
 NOISE_MODES = ("known", "estimate")
 
@@ -112,14 +120,15 @@ class MethodSettings:
     classical : ClassicalSettings
     prior : str or None
         Shipped prior name or ``.safetensors`` path; required exactly for
-        :data:`PRIOR_METHODS`.
+        :data:`PRIOR_METHODS` (a diffusion prior for ``dps``/``diffpir``).
     map : MAPConfig
     sampling : SamplingConfig
     num_samples : int or None
-        Draws per chain (SUPN posterior) or in total (DIP posteriors, gmrf);
-        None takes 200 (SUPN), ``dip.num_samples`` (DIP) or 1000 (gmrf).
+        Draws per chain (SUPN posterior, diffusion samplers) or in total (DIP
+        posteriors, gmrf); None takes 200 (SUPN), 8 (dps, diffpir),
+        ``dip.num_samples`` (DIP) or 1000 (gmrf).
     num_chains : int
-        Chains of ``nuts``/``laplace``.
+        Chains of ``nuts``/``laplace`` and independent runs groups of ``dps``/``diffpir``.
     dip : LinearisedDIPConfig
         DIP fit settings shared by every DIP method (``tv_weight``,
         ``tv_scale``, ``iterations``, ``lr``, ``input``, ``network``) and the
@@ -128,6 +137,8 @@ class MethodSettings:
         Dropout probability of ``mc-dropout-dip``, in (0, 1).
     gmrf : GMRFConfig
         Evidence-search settings of ``gmrf`` (ridge, bounds, tolerance, pixel limit).
+    dps, diffpir : DPSConfig, DiffPIRConfig
+        Steps and guidance / regularisation of the diffusion samplers.
     """
 
     method: str
@@ -143,6 +154,8 @@ class MethodSettings:
     dip: LinearisedDIPConfig = field(default_factory=LinearisedDIPConfig)
     dropout: float = 0.1
     gmrf: GMRFConfig = field(default_factory=GMRFConfig)
+    dps: DPSConfig = field(default_factory=DPSConfig)
+    diffpir: DiffPIRConfig = field(default_factory=DiffPIRConfig)
 
     def __post_init__(self):
         if self.method not in ALL_METHODS:
@@ -154,13 +167,14 @@ class MethodSettings:
             raise ValueError(f"--prior is required for method {self.method!r}: a shipped prior "
                              "name or a .safetensors checkpoint")
         if self.method not in PRIOR_METHODS and self.prior is not None:
-            raise ValueError(f"--prior is only used by the SUPN methods {list(PRIOR_METHODS)}, "
+            raise ValueError(f"--prior is only used by the prior methods {list(PRIOR_METHODS)}, "
                              f"not by method {self.method!r}")
         check_int("--num-chains", self.num_chains, minimum=1)
         if self.num_samples is not None:
             check_int("--num-samples", self.num_samples, minimum=1)
             # Posteriors need two draws for a standard deviation.
-            chains = self.num_chains if self.method in SUPN_POSTERIOR_METHODS else 1
+            chains = (self.num_chains if self.method in SUPN_POSTERIOR_METHODS + DIFFUSION_METHODS
+                      else 1)
             if self.method in POSTERIOR_METHODS and self.num_samples * chains < 2:
                 raise ValueError(f"--num-samples must give at least 2 draws in total for "
                                  f"{self.method!r}, got {self.num_samples} x {chains} chain(s)")
@@ -176,6 +190,9 @@ class MethodSettings:
             rec["prior"] = self.prior
             if self.method in SUPN_MAP_METHODS:
                 rec["map_config"] = dataclasses.asdict(self.map)
+            elif self.method in DIFFUSION_METHODS:
+                rec.update(num_samples=self.diffusion_samples, num_chains=self.num_chains,
+                           **{f"{self.method}_config": dataclasses.asdict(self.diffusion_config)})
             else:
                 rec.update(num_samples=self.supn_samples, num_chains=self.num_chains,
                            sampling_config=dataclasses.asdict(self.sampling))
@@ -194,6 +211,15 @@ class MethodSettings:
     @property
     def supn_samples(self) -> int:
         return 200 if self.num_samples is None else self.num_samples
+
+    @property
+    def diffusion_samples(self) -> int:
+        return DIFFUSION_DEFAULT_SAMPLES if self.num_samples is None else self.num_samples
+
+    @property
+    def diffusion_config(self):
+        """The :class:`DPSConfig` or :class:`DiffPIRConfig` of ``method``."""
+        return self.dps if self.method == "dps" else self.diffpir
 
     @property
     def dip_samples(self) -> int:
@@ -251,22 +277,31 @@ def classical_reconstruction(method: str, op, y: torch.Tensor, noise_std: float,
 
 
 def load_prior(spec: str, size: int | None = None):
-    """A SUPN prior from a shipped name or a ``.safetensors`` checkpoint path.
+    """A SUPN or diffusion prior from a shipped name or a ``.safetensors`` checkpoint path.
 
-    Raises ``ValueError`` naming ``--prior`` when the name is unknown, the file is
+    The kind is read from the checkpoint (its JSON names the class). Raises
+    ``ValueError`` naming ``--prior`` when the name is unknown, the file is
     missing or corrupt, or the prior's ``image_size`` differs from ``size``.
     """
-    from ..models import SUPNVAE, available_priors, load_pretrained
+    import json
 
-    names = available_priors()
-    if spec in names:
+    from ..models import (SUPNVAE, DiffusionUNet, available_diffusion_priors, available_priors,
+                          load_pretrained, load_pretrained_diffusion)
+
+    names = available_priors() + available_diffusion_priors()
+    if spec in available_priors():
         prior = load_pretrained(spec)
+    elif spec in available_diffusion_priors():
+        prior = load_pretrained_diffusion(spec)
     elif spec.endswith(".safetensors"):
         if not Path(spec).is_file():
             raise ValueError(f"--prior checkpoint {spec} does not exist")
         try:
-            prior = SUPNVAE.load(spec).eval()
-        except ValueError as err:
+            meta_path = Path(spec).with_suffix(".json")
+            kind = json.loads(meta_path.read_text()).get("class") if meta_path.is_file() else None
+            cls = DiffusionUNet if kind == "DiffusionUNet" else SUPNVAE
+            prior = cls.load(spec).eval()
+        except (ValueError, AttributeError) as err:
             raise ValueError(f"--prior {spec}: {err}") from None
     else:
         raise ValueError(f"--prior must be one of {names} or a path to a .safetensors "
@@ -278,7 +313,29 @@ def load_prior(spec: str, size: int | None = None):
     return prior
 
 
+def _run_diffusion(s: MethodSettings, op, y, noise_std, prior) -> MethodResult:
+    from ..models import DiffusionPrior
+
+    if not isinstance(prior, DiffusionPrior):
+        raise ValueError(f"method {s.method!r} needs a diffusion prior (e.g. --prior "
+                         f"digits-diffusion), got a {type(prior).__name__}")
+    post = sample_posterior(y, op, prior, noise_std, method=s.method,
+                            num_samples=s.diffusion_samples, num_chains=s.num_chains, seed=s.seed,
+                            config=s.diffusion_config, progress=s.progress)
+    info = {"steps": post.extras["steps"], "seconds_per_sample": post.extras["seconds_per_sample"],
+            "mean_data_misfit": float(post.sample_stats["data_misfit"].mean())}
+    if s.method == "diffpir":
+        info.update(cg_converged=post.extras["cg_converged"],
+                    cg_max_residual=post.extras["cg_max_residual"])
+    return MethodResult(post.mean[None], posterior=post, noise_std=post.noise_std, info=info)
+
+
 def _run_supn(s: MethodSettings, op, y, noise_std, prior) -> MethodResult:
+    from ..models import DiffusionPrior
+
+    if isinstance(prior, DiffusionPrior):
+        raise ValueError(f"method {s.method!r} needs a SUPN prior (e.g. --prior digits-supn), "
+                         "got a diffusion prior; diffusion priors run with dps or diffpir")
     if s.method in SUPN_MAP_METHODS:
         cfg = dataclasses.replace(s.map, seed=s.seed)
         rec = map_estimate(y, op, prior, noise_std, method=s.method, config=cfg,
@@ -420,6 +477,10 @@ def run_method(settings: MethodSettings, op, y: torch.Tensor, noise_std: float,
     if s.method in PRIOR_METHODS:
         if prior is None:
             raise ValueError(f"prior is required for method {s.method!r} (see load_prior)")
+        if s.method in DIFFUSION_METHODS:
+            sigma = given if given is not None else check_positive("estimated noise_std",
+                                                                    rough_noise_std(op, y))
+            return _run_diffusion(s, op, y, sigma, prior)
         return _run_supn(s, op, y, given, prior)
     if s.method in GMRF_METHODS:
         return _run_gmrf(s, op, y, given)

@@ -6,6 +6,7 @@ Every method returns a :class:`Posterior` (or a point estimate), which
 
 from .bootstrap_scale import BootstrapScale, bootstrap_std_scale, scale_spread
 from .collapsed import SLQConfig, collapsed_log_likelihood, collapsed_log_posterior
+from .diffusion import DIFFUSION_METHODS, DiffPIRConfig, DPSConfig, diffusion_posterior
 from .dip import DIPFit, dip_input, fit_dip, pretrain_dip
 from .gaussian_posterior import GaussianImagePosterior, XSolverConfig
 from .gmrf import GMRFConfig, GMRFResult, gmrf_posterior
@@ -48,6 +49,11 @@ __all__ = [
     "SLQConfig",
     "GaussianImagePosterior",
     "XSolverConfig",
+    # diffusion priors: DPS and DiffPIR
+    "DIFFUSION_METHODS",
+    "DPSConfig",
+    "DiffPIRConfig",
+    "diffusion_posterior",
     # deep image prior and its linearisation
     "fit_dip",
     "DIPFit",

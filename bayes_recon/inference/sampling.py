@@ -47,11 +47,12 @@ from .nuts import (  # noqa: F401  (NUTS_STATS, _potential re-exported)
     _run_nuts,
 )
 from ..posterior import Posterior
+from .diffusion import DIFFUSION_METHODS, diffusion_posterior
 
 __all__ = ["SAMPLING_METHODS", "NUTS_STATS", "MAX_TREE_DEPTH", "SamplingConfig", "sample_posterior",
            "LaplaceWarning", "ImportanceSamplingWarning", "latent_hessian"]
 
-SAMPLING_METHODS = ("nuts", "laplace", "laplace-is")
+SAMPLING_METHODS = ("nuts", "laplace", "laplace-is") + DIFFUSION_METHODS
 
 
 #: Default NUTS warm-up with the Hessian mass matrix: dual averaging of the step size
@@ -279,11 +280,14 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
     y : torch.Tensor
         ``(1, *op.range_shape)``: a single measurement.
     op : LinearOperator
-    prior : SUPNVAE
+    prior : SUPNVAE or DiffusionPrior
+        A diffusion prior for ``method="dps" | "diffpir"``
+        (:func:`~bayes_recon.inference.diffusion.diffusion_posterior`, which
+        documents their output), a SUPN prior otherwise.
     noise_std : float or None
         σ > 0; None estimates it (type-II maximum likelihood of the collapsed
         evidence jointly with the MAP of ``z``) and then keeps it fixed.
-    method : {"nuts", "laplace", "laplace-is"}
+    method : {"nuts", "laplace", "laplace-is", "dps", "diffpir"}
         ``"nuts"``: ``pyro.infer.MCMC(NUTS(collapsed_model))``, chains run one
         after the other with seeds ``seed + chain``, preconditioned as set in
         ``config`` (default: dense ``M⁻¹ = H⁻¹`` and Laplace starts).
@@ -295,6 +299,7 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
     num_chains : int
     seed : int
     config : SamplingConfig, optional
+        ``DPSConfig`` / ``DiffPIRConfig`` for the diffusion samplers.
     progress : bool
 
     Returns
@@ -338,8 +343,11 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
     >>> post.samples.shape, sorted(k for k in post.extras if k.startswith("psis"))
     (torch.Size([1, 10, 1, 6, 6]), ['psis_khat', 'psis_warning'])
     """
-    check_reconstruction_inputs(y, op, prior, 1.0 if noise_std is None else noise_std)
     check_choice("method", method, SAMPLING_METHODS)
+    if method in DIFFUSION_METHODS:
+        return diffusion_posterior(y, op, prior, noise_std, method, num_samples, num_chains, seed,
+                                   config, progress)
+    check_reconstruction_inputs(y, op, prior, 1.0 if noise_std is None else noise_std)
     check_int("num_samples", num_samples, minimum=1)
     check_int("num_chains", num_chains, minimum=1)
     check_int("seed", seed, minimum=0)

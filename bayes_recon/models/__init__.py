@@ -3,7 +3,10 @@
 from .checkpoint import load_model, save_model
 from .collapsed import CollapsedMarginal, collapsed_model
 from .dae import DAETrainConfig, DenoisingAutoencoder, train_dae
-from .pretrained import available_denoisers, available_priors, load_pretrained, load_pretrained_dae
+from .diffusion import DiffusionConfig, DiffusionPrior, DiffusionUNet, GaussianDiffusionPrior
+from .diffusion_training import DiffusionTrainConfig, train_diffusion
+from .pretrained import (available_denoisers, available_diffusion_priors, available_priors,
+                         load_pretrained, load_pretrained_dae, load_pretrained_diffusion)
 from .program import reconstruction_model
 from .supn_vae import COVARIANCES, SUPNConfig, SUPNVAE
 from .unet import UNet, UNetConfig
@@ -32,4 +35,12 @@ __all__ = [
     "DenoisingAutoencoder",
     "DAETrainConfig",
     "train_dae",
+    "DiffusionPrior",
+    "DiffusionUNet",
+    "DiffusionConfig",
+    "GaussianDiffusionPrior",
+    "DiffusionTrainConfig",
+    "train_diffusion",
+    "available_diffusion_priors",
+    "load_pretrained_diffusion",
 ]

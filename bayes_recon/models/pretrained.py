@@ -29,6 +29,34 @@ def available_denoisers() -> list[str]:
     return _shipped("DenoisingAutoencoder")
 
 
+def available_diffusion_priors() -> list[str]:
+    """Names accepted by :func:`load_pretrained_diffusion`, e.g. ``"digits-diffusion"``."""
+    return _shipped("DiffusionUNet")
+
+
+def load_pretrained_diffusion(name: str = "digits-diffusion"):
+    """Load a shipped diffusion prior (:class:`~bayes_recon.models.diffusion.DiffusionUNet`), in eval mode.
+
+    Its training record (command, split, held-out denoising MSE beside the
+    Wiener filter) is in ``model.metadata``; ``docs/diffusion.md`` has the table.
+
+    Examples
+    --------
+    >>> from bayes_recon.models import load_pretrained_diffusion
+    >>> load_pretrained_diffusion("digits-diffusion").image_shape
+    (1, 28, 28)
+    """
+    from .diffusion import DiffusionUNet
+
+    names = available_diffusion_priors()
+    if name not in names:
+        raise ValueError(f"name must be one of {names}, got {name!r}")
+    path = resources.files("bayes_recon.pretrained") / f"{name}.safetensors"
+    with resources.as_file(path) as p:
+        model = DiffusionUNet.load(p)
+    return model.eval()
+
+
 def load_pretrained_dae(name: str = "digits-dae"):
     """Load a shipped denoising autoencoder (the SUPN paper's DAE baseline), in eval mode.
 

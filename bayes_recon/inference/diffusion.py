@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .._validation import check_int, check_positive, check_tensor
 from ..models.diffusion import DiffusionPrior
-from ..operators import LinearOperator
+from ..models.program import check_measurement
 from ..operators.cg import conjugate_gradient
 from ..posterior import Posterior
 
@@ -120,17 +120,12 @@ def respaced_timesteps(num_steps: int, steps: int) -> torch.Tensor:
 
 def check_diffusion_inputs(y, op, prior, noise_std) -> float:
     """Validate ``(y, op, prior, noise_std)`` for the diffusion samplers; returns σ."""
-    if not isinstance(op, LinearOperator):
-        raise TypeError(f"op must be a bayes_recon LinearOperator, got {type(op).__name__}")
     if not isinstance(prior, DiffusionPrior):
         raise TypeError(f"prior must be a DiffusionPrior for DPS/DiffPIR, got {type(prior).__name__}")
-    if tuple(op.domain_shape) != tuple(prior.image_shape):
-        raise ValueError(f"prior image shape {tuple(prior.image_shape)} does not match the "
-                         f"operator's domain_shape {tuple(op.domain_shape)}")
-    check_tensor("y", y, shape=(1, *op.range_shape), allow_complex=op.complex_range)
-    if y.is_complex() != op.complex_range:
-        kind = "complex" if op.complex_range else "real"
-        raise TypeError(f"y must be {kind} for {type(op).__name__}, got dtype {y.dtype}")
+    check_measurement(y, op, prior.image_shape)
+    if y.shape[0] != 1:
+        raise ValueError(f"y must hold a single measurement, shape (1, *range_shape), got "
+                         f"{tuple(y.shape)}")
     if noise_std is None:
         raise ValueError("noise_std must be given (> 0) for DPS/DiffPIR: they do not estimate it")
     return check_positive("noise_std", noise_std)

@@ -19,6 +19,16 @@ def _shipped(cls_name: str) -> list[str]:
     return sorted(names)
 
 
+def _load_shipped(name: str, names: list[str], load):
+    """``load(path)`` of the shipped checkpoint ``name`` (one of ``names``), in eval mode."""
+    if name not in names:
+        raise ValueError(f"name must be one of {names}, got {name!r}")
+    path = resources.files("bayes_recon.pretrained") / f"{name}.safetensors"
+    with resources.as_file(path) as p:
+        model = load(p)
+    return model.eval()
+
+
 def available_priors() -> list[str]:
     """Names accepted by :func:`load_pretrained`, e.g. ``"digits-supn"``."""
     return _shipped("SUPNVAE")
@@ -48,13 +58,7 @@ def load_pretrained_diffusion(name: str = "digits-diffusion"):
     """
     from .diffusion import DiffusionUNet
 
-    names = available_diffusion_priors()
-    if name not in names:
-        raise ValueError(f"name must be one of {names}, got {name!r}")
-    path = resources.files("bayes_recon.pretrained") / f"{name}.safetensors"
-    with resources.as_file(path) as p:
-        model = DiffusionUNet.load(p)
-    return model.eval()
+    return _load_shipped(name, available_diffusion_priors(), DiffusionUNet.load)
 
 
 def load_pretrained_dae(name: str = "digits-dae"):
@@ -74,13 +78,8 @@ def load_pretrained_dae(name: str = "digits-dae"):
     from .dae import DenoisingAutoencoder
     from .supn_vae import SUPNConfig
 
-    names = available_denoisers()
-    if name not in names:
-        raise ValueError(f"name must be one of {names}, got {name!r}")
-    path = resources.files("bayes_recon.pretrained") / f"{name}.safetensors"
-    with resources.as_file(path) as p:
-        model = load_model(DenoisingAutoencoder, SUPNConfig, p)
-    return model.eval()
+    return _load_shipped(name, available_denoisers(),
+                         lambda p: load_model(DenoisingAutoencoder, SUPNConfig, p))
 
 
 def load_pretrained(name: str) -> SUPNVAE:
@@ -96,10 +95,4 @@ def load_pretrained(name: str) -> SUPNVAE:
     >>> vae.config.image_size
     28
     """
-    names = available_priors()
-    if name not in names:
-        raise ValueError(f"name must be one of {names}, got {name!r}")
-    path = resources.files("bayes_recon.pretrained") / f"{name}.safetensors"
-    with resources.as_file(path) as p:
-        model = SUPNVAE.load(p)
-    return model.eval()
+    return _load_shipped(name, available_priors(), SUPNVAE.load)

@@ -15,22 +15,29 @@ def real_view(t: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(t) if t.is_complex() else t
 
 
-def check_reconstruction_inputs(y, op, prior, noise_std) -> float:
-    """Validate the arguments shared by the program and every inference method."""
+def check_measurement(y, op, image_shape) -> None:
+    """Check ``op`` acts on images ``image_shape`` and ``y`` is its (real/complex) measurement."""
     if not isinstance(op, LinearOperator):
         raise TypeError(f"op must be a bayes_recon LinearOperator, got {type(op).__name__}")
-    if not hasattr(prior, "decode") or not hasattr(prior, "config"):
-        raise TypeError(f"prior must be a generative prior with decode(z), got {type(prior).__name__}")
-    event = (prior.config.channels, prior.config.image_size, prior.config.image_size)
-    if tuple(op.domain_shape) != event:
+    if tuple(op.domain_shape) != tuple(image_shape):
         raise ValueError(
-            f"prior image shape {event} does not match the operator's domain_shape "
+            f"prior image shape {tuple(image_shape)} does not match the operator's domain_shape "
             f"{tuple(op.domain_shape)}"
         )
     check_tensor("y", y, shape=(None, *op.range_shape), allow_complex=op.complex_range)
     if y.is_complex() != op.complex_range:
         kind = "complex" if op.complex_range else "real"
         raise TypeError(f"y must be {kind} for {type(op).__name__}, got dtype {y.dtype}")
+
+
+def check_reconstruction_inputs(y, op, prior, noise_std) -> float:
+    """Validate the arguments shared by the program and every inference method."""
+    if not isinstance(op, LinearOperator):
+        raise TypeError(f"op must be a bayes_recon LinearOperator, got {type(op).__name__}")
+    if not hasattr(prior, "decode") or not hasattr(prior, "config"):
+        raise TypeError(f"prior must be a generative prior with decode(z), got {type(prior).__name__}")
+    check_measurement(y, op, (prior.config.channels, prior.config.image_size,
+                              prior.config.image_size))
     return check_positive("noise_std", noise_std)
 
 

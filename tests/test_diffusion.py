@@ -138,7 +138,7 @@ def test_shipped_denoiser_beats_the_wiener_filter_on_held_out_images(name):
     assert name in available_diffusion_priors()
     net = load_pretrained_diffusion(name)
     data = prior_training_data("digits" if name.startswith("digits") else "patches",
-                               num_patches=net.metadata.get("num_patches", 3000))
+                               num_patches=net.metadata.get("num_patches") or 3000)
     wiener = GaussianDiffusionPrior.fit(data.train, shift=net.shift, scale=net.scale)
     test = data.test[:100]
     sigmas = (0.05, 0.1, 0.2, 0.4)
@@ -265,3 +265,20 @@ def test_diffusion_methods_run_on_every_problem(tmp_path, problem, method):
     assert code == 0
     samples = np.load(out / "samples.npy")
     assert samples.shape == (1, 2, 1, 28, 28) and np.isfinite(samples).all()
+
+
+def test_study_method_spec_carries_diffusion_overrides():
+    from bayes_recon.app.studies.config import MethodSpec
+
+    spec = MethodSpec("DPS", "dps", prior="digits-diffusion", diffusion_steps=3, guidance=0.2,
+                      num_samples=2)
+    settings = spec.settings(seed=1)
+    assert (settings.dps.steps, settings.dps.guidance, settings.diffpir.steps) == (3, 0.2, 3)
+    op = ParallelBeamCT(28, 6)
+    meas = simulate(op, digits("test", 28)[:1], 0.05, seed=0)
+    result = run_method(settings, op, meas.y, meas.noise_std,
+                        load_pretrained_diffusion("digits-diffusion"))
+    assert result.posterior.samples.shape == (2, 2, 1, 28, 28)
+    assert result.posterior.extras["steps"] == 3 and result.posterior.extras["guidance"] == 0.2
+    with pytest.raises(ValueError, match="guidance"):
+        MethodSpec("DPS", "dps", prior="digits-diffusion", guidance=-1.0)

@@ -478,8 +478,8 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
 
     df = rec.add_argument_group("diffusion prior methods (dps, diffpir; docs/diffusion.md)")
     df.add_argument("--diffusion-steps", type=int_at_least(2), default=None,
-                    help="reverse steps (default: 250 dps, 100 diffpir)")
-    df.add_argument("--guidance", type=positive_float, default=1.0,
+                    help="reverse steps (default: 100)")
+    df.add_argument("--guidance", type=positive_float, default=0.1,
                     help="dps: step ζ on ||y - A x0_hat|| per reverse step")
     df.add_argument("--diffpir-lambda", type=positive_float, default=7.0,
                     help="diffpir: λ of the data step's weight ρ_t = λ σ² / σ_t²")

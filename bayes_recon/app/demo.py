@@ -104,8 +104,8 @@ def demo_methods(config: DemoConfig) -> dict[str, MethodSettings]:
                                         **common),
         "DIP + MC dropout": MethodSettings("mc-dropout-dip", dip=dip, num_samples=samples,
                                            dropout=MC_DROPOUT_RATE, **common),
-        # DPS with the library's defaults (chosen on training digits, docs/diffusion.md);
-        # quick mode takes fewer reverse steps and runs.
+        # DPS with the library's defaults (chosen on training images, docs/diffusion.md);
+        # quick mode takes half the reverse steps and runs.
         "Diffusion posterior (DPS)": MethodSettings(
             "dps", prior=DEMO_DIFFUSION_PRIOR, num_samples=8 if quick else 16, num_chains=2,
             dps=DPSConfig(steps=50) if quick else DPSConfig(), **common),

@@ -91,7 +91,7 @@ class Setting:
 _OVERRIDES = ("prior", "num_samples", "num_chains", "tv_weight", "tv_iterations",
               "map_iterations", "map_restarts", "map_z_steps", "warmup", "map_steps",
               "dip_iterations", "dip_lr", "dip_tv_scale", "dip_channels", "predcp_scale",
-              "evidence_iterations", "dropout")
+              "evidence_iterations", "dropout", "diffusion_steps", "guidance")
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,8 @@ class MethodSpec:
     method : str
         A name of :data:`bayes_recon.app.methods.ALL_METHODS`.
     prior : str, optional
-        Shipped prior name or ``.safetensors`` path (SUPN methods only).
+        Shipped prior name or ``.safetensors`` path (SUPN methods; a diffusion prior
+        for ``dps``/``diffpir``).
     num_samples, num_chains, dropout : int or float, optional
         Overrides of the :class:`~bayes_recon.app.methods.MethodSettings` fields of
         the same names; None (for every override) keeps the registry default.
@@ -119,6 +120,8 @@ class MethodSpec:
 optional
         ``LinearisedDIPConfig`` fields (``iterations``, ``lr``, ``tv_scale``, U-Net
         ``channels``, ``predcp_scale``, ``evidence_iterations``) for DIP methods.
+    diffusion_steps, guidance : optional
+        ``DPSConfig``/``DiffPIRConfig.steps`` and ``DPSConfig.guidance`` (``dps``, ``diffpir``).
     """
 
     label: str
@@ -140,6 +143,8 @@ optional
     predcp_scale: float | None = None
     evidence_iterations: int | None = None
     dropout: float | None = None
+    diffusion_steps: int | None = None
+    guidance: float | None = None
 
     def __post_init__(self):
         from ..methods import ALL_METHODS
@@ -152,7 +157,7 @@ optional
 
     def settings(self, seed: int, progress: bool = False):
         """The registry's :class:`~bayes_recon.app.methods.MethodSettings` for one task."""
-        from ...inference import LinearisedDIPConfig, MAPConfig, SamplingConfig
+        from ...inference import DiffPIRConfig, DPSConfig, LinearisedDIPConfig, MAPConfig, SamplingConfig
         from ...models import UNetConfig
         from ..methods import ClassicalSettings, MethodSettings
 
@@ -173,9 +178,12 @@ optional
             dip = dataclasses.replace(dip, num_samples=self.num_samples)
         extra = {k: v for k, v in (("num_chains", self.num_chains), ("dropout", self.dropout))
                  if v is not None}
+        dps = pick(DPSConfig(), steps=self.diffusion_steps, guidance=self.guidance)
+        diffpir = pick(DiffPIRConfig(), steps=self.diffusion_steps)
         return MethodSettings(self.method, seed=seed, progress=progress, classical=classical,
                               prior=self.prior, map=map_cfg, sampling=sampling,
-                              num_samples=self.num_samples, dip=dip, **extra)
+                              num_samples=self.num_samples, dip=dip, dps=dps, diffpir=diffpir,
+                              **extra)
 
     def to_dict(self) -> dict:
         """Label, method and the overrides that are set (TOML/JSON-ready)."""

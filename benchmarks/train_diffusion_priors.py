@@ -20,7 +20,8 @@ import torch
 
 from bayes_recon import __version__
 from bayes_recon.data.prior_sets import prior_training_data
-from bayes_recon.models.diffusion import DiffusionConfig, DiffusionUNet, GaussianDiffusionPrior
+from bayes_recon.models.diffusion import GaussianDiffusionPrior
+from bayes_recon.models.diffusion_unet import DiffusionConfig, DiffusionUNet
 from bayes_recon.models.diffusion_training import (DiffusionTrainConfig, denoising_mse,
                                                    evaluate_diffusion_loss, train_diffusion)
 

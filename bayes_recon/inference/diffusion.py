@@ -196,14 +196,17 @@ def _dps_run(y, op, prior, gen, n, ts, cfg, bar, step):
                 mean = mean + (beta * (1 - a_prev) / (1 - a)).sqrt() * z
             u = mean - step * grad
         bar.update(1)
-    return prior.to_image(u.detach()), {}
+    return prior.to_image(u.detach())
 
 
-def _diffpir_run(y, op, prior, gen, n, ts, cfg, sigma, bar):
+def _diffpir_run(y, op, prior, gen, n, ts, cfg, sigma, bar, record):
+    """``n`` DiffPIR draws; the worst CG solve so far is kept in ``record``."""
     a_all = prior.alphas_cumprod
     dtype = y.real.dtype
     u = torch.randn((n, *prior.image_shape), generator=gen, dtype=dtype, device=y.device)
-    worst, iters, converged = 0.0, 0, True
+    record.setdefault("cg_max_residual", 0.0)
+    record.setdefault("cg_max_iterations", 0)
+    record.setdefault("cg_converged", True)
     with torch.no_grad():
         for i, t in enumerate(ts):
             a = a_all[t].to(dtype)
@@ -212,9 +215,10 @@ def _diffpir_run(y, op, prior, gen, n, ts, cfg, sigma, bar):
             sbar = prior.scale * ((1 - a) / a).sqrt()
             rho = cfg.regularisation * sigma ** 2 / sbar ** 2
             sol = data_proximal_step(y, op, x0, float(rho), cfg.cg_tol, cfg.cg_max_iter)
-            worst = max(worst, float(torch.as_tensor(sol.relative_residual).max()))
-            iters = max(iters, int(sol.iterations))
-            converged = converged and bool(sol.converged)
+            record["cg_max_residual"] = max(record["cg_max_residual"],
+                                            float(torch.as_tensor(sol.relative_residual).max()))
+            record["cg_max_iterations"] = max(record["cg_max_iterations"], int(sol.iterations))
+            record["cg_converged"] = record["cg_converged"] and bool(sol.converged)
             u0 = prior.to_model(sol.x)
             if i + 1 == len(ts):
                 u = u0
@@ -225,8 +229,7 @@ def _diffpir_run(y, op, prior, gen, n, ts, cfg, sigma, bar):
                 mix = math.sqrt(1 - cfg.zeta) * eps_hat + math.sqrt(cfg.zeta) * z
                 u = a_prev.sqrt() * u0 + (1 - a_prev).sqrt() * mix
             bar.update(1)
-    return prior.to_image(u), {"cg_max_residual": worst, "cg_max_iterations": iters,
-                               "cg_converged": converged}
+    return prior.to_image(u)
 
 
 def diffusion_posterior(y: torch.Tensor, op, prior: DiffusionPrior, noise_std: float, method: str = "dps",
@@ -275,10 +278,8 @@ def diffusion_posterior(y: torch.Tensor, op, prior: DiffusionPrior, noise_std: f
     ts = respaced_timesteps(prior.num_steps, cfg.steps).to(prior.alphas_cumprod.device)
     was_training = prior.training
     prior.eval()
-    for p in prior.parameters():
-        p.requires_grad_(False)
     start = time.perf_counter()
-    chains, record = [], {}
+    record = {}
     batches = [(c, b) for c in range(num_chains) for b in range(0, num_samples, cfg.batch_size)]
     bar = tqdm(total=len(batches) * len(ts), desc=method, disable=not progress, leave=False)
     try:
@@ -287,19 +288,15 @@ def diffusion_posterior(y: torch.Tensor, op, prior: DiffusionPrior, noise_std: f
         for c, b in batches:
             n = min(cfg.batch_size, num_samples - b)
             if method == "dps":
-                x, rec = _dps_run(y, op, prior, gens[c], n, ts, cfg, bar, cfg.guidance)
+                # DPS differentiates w.r.t. the image only (autograd.grad), so the
+                # weights' requires_grad flags are left as the caller set them.
+                x = _dps_run(y, op, prior, gens[c], n, ts, cfg, bar, cfg.guidance)
             else:
-                x, rec = _diffpir_run(y, op, prior, gens[c], n, ts, cfg, sigma, bar)
-                record = {"cg_max_residual": max(record.get("cg_max_residual", 0.0), rec["cg_max_residual"]),
-                          "cg_max_iterations": max(record.get("cg_max_iterations", 0),
-                                                   rec["cg_max_iterations"]),
-                          "cg_converged": record.get("cg_converged", True) and rec["cg_converged"]}
+                x = _diffpir_run(y, op, prior, gens[c], n, ts, cfg, sigma, bar, record)
             out[c].append(x)
         chains = [torch.cat(out[c]) for c in range(num_chains)]
     finally:
         bar.close()
-        for p in prior.parameters():
-            p.requires_grad_(True)
         prior.train(was_training)
     seconds = time.perf_counter() - start
     samples = torch.stack(chains)  # (chains, draws, C, H, W)

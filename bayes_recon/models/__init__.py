@@ -3,7 +3,8 @@
 from .checkpoint import load_model, save_model
 from .collapsed import CollapsedMarginal, collapsed_model
 from .dae import DAETrainConfig, DenoisingAutoencoder, train_dae
-from .diffusion import DiffusionConfig, DiffusionPrior, DiffusionUNet, GaussianDiffusionPrior
+from .diffusion import DiffusionPrior, GaussianDiffusionPrior
+from .diffusion_unet import DiffusionConfig, DiffusionUNet
 from .diffusion_training import DiffusionTrainConfig, train_diffusion
 from .pretrained import (available_denoisers, available_diffusion_priors, available_priors,
                          load_pretrained, load_pretrained_dae, load_pretrained_diffusion)

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from .._validation import check_int, check_positive, check_tensor
 from .checkpoint import load_tensors, save_tensors
-from .diffusion import DiffusionPrior, DiffusionUNet
+from .diffusion import DiffusionPrior
+from .diffusion_unet import DiffusionUNet
 from .training import _load_optimizer, _optimizer_tensors, augment
 
 __all__ = ["DiffusionTrainConfig", "DiffusionTrainResult", "train_diffusion", "diffusion_loss",

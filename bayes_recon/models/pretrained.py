@@ -56,7 +56,7 @@ def load_pretrained_diffusion(name: str = "digits-diffusion"):
     >>> load_pretrained_diffusion("digits-diffusion").image_shape
     (1, 28, 28)
     """
-    from .diffusion import DiffusionUNet
+    from .diffusion_unet import DiffusionUNet
 
     return _load_shipped(name, available_diffusion_priors(), DiffusionUNet.load)
 

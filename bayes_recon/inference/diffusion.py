@@ -26,7 +26,6 @@ import math
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 

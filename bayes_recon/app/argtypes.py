@@ -16,23 +16,27 @@ import sys
 
 __all__ = ["int_at_least", "positive_float", "nonnegative_float", "POS_INT", "NONNEG_INT",
            "CliParser", "DefaultsHelpFormatter", "DeprecatedAlias",
-           "CLASSICAL_METHODS", "SUPN_MAP_METHODS", "SUPN_POSTERIOR_METHODS", "DIFFUSION_METHODS", "DIP_METHODS",
+           "CLASSICAL_METHODS", "SUPN_MAP_METHODS", "SUPN_POSTERIOR_METHODS", "DIFFUSION_METHODS", "HVAE_METHODS",
+           "DIP_METHODS",
            "GMRF_METHODS", "DENOISER_METHODS", "ALL_METHODS", "PROBLEMS", "HOLDOUT_SCHEMES",
-           "DIP_DEFAULTS"]
+           "DIP_DEFAULTS", "HVAE_DEFAULTS", "temperature_list"]
 
 # Mirrors of the registries (see the module docstring).
 CLASSICAL_METHODS = ("fbp", "adjoint", "tikhonov", "tv")
 SUPN_MAP_METHODS = ("alternating", "jpmap", "csgm", "svi")
 SUPN_POSTERIOR_METHODS = ("nuts", "laplace", "laplace-is")
 DIFFUSION_METHODS = ("dps", "diffpir")
+HVAE_METHODS = ("pnp-hvae", "hvae-svi")
 DIP_METHODS = ("dip", "linearised-dip", "mc-dropout-dip", "fixed-sigma-dip")
 GMRF_METHODS = ("gmrf",)
 DENOISER_METHODS = ("dae",)
 ALL_METHODS = (CLASSICAL_METHODS + SUPN_MAP_METHODS + SUPN_POSTERIOR_METHODS + DIFFUSION_METHODS
-               + DIP_METHODS
+               + HVAE_METHODS + DIP_METHODS
                + GMRF_METHODS + DENOISER_METHODS)
 PROBLEMS = ("ct", "ct-fan", "mri", "denoise", "deblur", "inpaint", "superres")
 HOLDOUT_SCHEMES = ("projection", "spoke", "line", "random")
+#: ``HVAEMAPConfig``'s and ``HVAEPosteriorConfig``'s defaults shown in ``--help``.
+HVAE_DEFAULTS = {"temperature": 0.8, "max_iterations": 50, "svi_steps": 300}
 #: ``LinearisedDIPConfig``'s defaults that the DIP options show in ``--help``.
 DIP_DEFAULTS = {"iterations": 300, "lr": 1e-3, "predcp_scale": 20.0}
 
@@ -54,6 +58,18 @@ def positive_float(text: str) -> float:
     if not (value > 0 and value != float("inf")):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {value}")
     return value
+
+
+def temperature_list(text: str):
+    """argparse type: τ in (0, 1], or comma-separated values (one per latent group) as a tuple."""
+    try:
+        values = [float(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or comma-separated numbers, got {text!r}") from None
+    bad = [v for v in values if not 0 < v <= 1]
+    if bad:
+        raise argparse.ArgumentTypeError(f"temperatures must lie in (0, 1], got {bad}")
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def nonnegative_float(text: str) -> float:

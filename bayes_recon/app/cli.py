@@ -24,6 +24,7 @@ from .argtypes import (
     ALL_METHODS,
     CLASSICAL_METHODS,
     DIP_DEFAULTS,
+    HVAE_DEFAULTS,
     DIP_METHODS,
     GMRF_METHODS,
     HOLDOUT_SCHEMES,
@@ -37,6 +38,7 @@ from .argtypes import (
     int_at_least,
     nonnegative_float,
     positive_float,
+    temperature_list,
 )
 
 __all__ = ["main", "build_parser", "load_image", "settings_from_args", "classical_reconstruction",
@@ -98,7 +100,8 @@ def settings_from_args(args: argparse.Namespace):
     ``--noise-std VALUE`` counts as a known σ (the value is handed to the method).
     Returns a :class:`~bayes_recon.app.methods.MethodSettings`.
     """
-    from ..inference import DiffPIRConfig, DPSConfig, LinearisedDIPConfig, MAPConfig, SamplingConfig
+    from ..inference import (DiffPIRConfig, DPSConfig, HVAEMAPConfig, HVAEPosteriorConfig,
+                             LinearisedDIPConfig, MAPConfig, SamplingConfig)
     from ..models import UNetConfig
     from .methods import ClassicalSettings, MethodSettings
     from .own_data import parse_noise_std
@@ -118,13 +121,16 @@ def settings_from_args(args: argparse.Namespace):
     steps = {} if args.diffusion_steps is None else {"steps": args.diffusion_steps}
     dps = DPSConfig(guidance=args.guidance, **steps)
     diffpir = DiffPIRConfig(regularisation=args.diffpir_lambda, zeta=args.diffpir_zeta, **steps)
+    temps = {} if args.hvae_temperature is None else {"temperature": args.hvae_temperature}
+    hvae = HVAEMAPConfig(max_iterations=args.pnp_iterations, decoder_scale=args.decoder_scale, **temps)
+    hvae_posterior = HVAEPosteriorConfig(steps=args.svi_steps)
     noise_mode, _ = parse_noise_std(args.noise_std, simulated=args.measurement is None)
     return MethodSettings(method=args.method, noise=noise_mode, seed=args.seed,
                           progress=progress_from_args(args), classical=classical,
                           prior=args.prior,
                           map=map_config, sampling=sampling, num_samples=args.num_samples,
                           num_chains=args.num_chains, dip=dip, dropout=args.dropout,
-                          dps=dps, diffpir=diffpir)
+                          dps=dps, diffpir=diffpir, hvae=hvae, hvae_posterior=hvae_posterior)
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -461,7 +467,8 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
     s.add_argument("--prior", default=None,
                    help="shipped prior name (bayes_recon.models.available_priors(), e.g. "
                    "digits-supn; available_diffusion_priors() for dps/diffpir, e.g. "
-                   "digits-diffusion) or a .safetensors file saved with save_model")
+                   "digits-diffusion; available_hvae_priors() for pnp-hvae/hvae-svi, e.g. "
+                   "digits-hvae) or a .safetensors file saved with save_model")
     s.add_argument("--map-iterations", type=POS_INT, default=30,
                    help="MAP outer iterations (svi: 10x as many SVI steps)")
     s.add_argument("--z-steps", type=POS_INT, default=20, help="L-BFGS iterations per MAP z-step")
@@ -485,6 +492,16 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
                     help="diffpir: λ of the data step's weight ρ_t = λ σ² / σ_t²")
     df.add_argument("--diffpir-zeta", type=float, default=0.3,
                     help="diffpir: share of fresh noise when re-noising, in [0, 1]")
+    hv = rec.add_argument_group("hierarchical VAE prior methods (pnp-hvae, hvae-svi; docs/hvae.md)")
+    hv.add_argument("--hvae-temperature", type=temperature_list, default=None,
+                    help="pnp-hvae: τ in (0, 1], one value or one per latent group, comma-separated "
+                    f"(default: {HVAE_DEFAULTS['temperature']})")
+    hv.add_argument("--pnp-iterations", type=POS_INT, default=HVAE_DEFAULTS["max_iterations"],
+                    help="pnp-hvae fixed-point iterations")
+    hv.add_argument("--decoder-scale", type=positive_float, default=1.0,
+                    help="pnp-hvae: γ multiplying the decoder's standard deviation")
+    hv.add_argument("--svi-steps", type=POS_INT, default=HVAE_DEFAULTS["svi_steps"],
+                    help="hvae-svi: SVI steps per chain")
     d = rec.add_argument_group("deep image prior methods (dip, linearised-dip, mc-dropout-dip, "
                                "fixed-sigma-dip)")
     d.add_argument("--dip-iterations", type=POS_INT, default=DIP_DEFAULTS["iterations"],

@@ -10,6 +10,8 @@ SUPN prior, MAP           ``alternating``, ``jpmap``, ``csgm``, ``svi`` (needs `
 SUPN prior, posterior     ``nuts``, ``laplace``, ``laplace-is`` (needs ``--prior``)
 diffusion prior           ``dps``, ``diffpir`` (needs a diffusion ``--prior``,
                           e.g. ``digits-diffusion``)
+hierarchical VAE prior    ``pnp-hvae`` (MAP), ``hvae-svi`` (posterior) (needs a
+                          hierarchical ``--prior``, e.g. ``digits-hvae``)
 learned denoiser          ``dae`` (``--problem denoise``; the shipped ``digits-dae``)
 deep image prior          ``dip`` (point estimate), ``linearised-dip``,
                           ``mc-dropout-dip``, ``fixed-sigma-dip``
@@ -40,6 +42,8 @@ from ..inference import (
     DPSConfig,
     SAMPLING_METHODS,
     GMRFConfig,
+    HVAEMAPConfig,
+    HVAEPosteriorConfig,
     LinearisedDIPConfig,
     MAPConfig,
     SamplingConfig,
@@ -58,7 +62,8 @@ from ..operators.classical import rough_noise_std
 
 __all__ = [
     "CLASSICAL_METHODS", "SUPN_MAP_METHODS", "SUPN_POSTERIOR_METHODS", "DIP_METHODS",
-    "PRIOR_METHODS", "POSTERIOR_METHODS", "DIFFUSION_METHODS", "DENOISER_METHODS", "GMRF_METHODS", "ALL_METHODS",
+    "PRIOR_METHODS", "POSTERIOR_METHODS", "DIFFUSION_METHODS", "HVAE_METHODS", "DENOISER_METHODS",
+    "GMRF_METHODS", "ALL_METHODS",
     "NOISE_MODES",
     "ClassicalSettings", "MethodSettings", "MethodResult",
     "classical_reconstruction", "load_prior", "run_method",
@@ -66,7 +71,10 @@ __all__ = [
 
 CLASSICAL_METHODS = ("fbp", "adjoint", "tikhonov", "tv")
 SUPN_MAP_METHODS = tuple(MAP_METHODS)
-SUPN_POSTERIOR_METHODS = tuple(m for m in SAMPLING_METHODS if m not in DIFFUSION_METHODS)
+#: The hierarchical VAE's registry methods: PnP-HVAE's MAP and the SVI posterior.
+HVAE_METHODS = ("pnp-hvae", "hvae-svi")
+SUPN_POSTERIOR_METHODS = tuple(m for m in SAMPLING_METHODS
+                               if m not in DIFFUSION_METHODS + HVAE_METHODS)
 DIP_METHODS = ("dip", "linearised-dip", "mc-dropout-dip", "fixed-sigma-dip")
 #: The SUPN paper's denoising baseline: a shipped denoising autoencoder.
 DENOISER_METHODS = ("dae",)
@@ -76,9 +84,13 @@ GMRF_METHODS = ("gmrf",)
 GMRF_DEFAULT_SAMPLES = 1000
 #: Draws per chain of the diffusion samplers when ``num_samples`` is None.
 DIFFUSION_DEFAULT_SAMPLES = 8
-#: Methods that need ``--prior``: SUPN priors, and a diffusion prior for DPS / DiffPIR.
-PRIOR_METHODS = SUPN_MAP_METHODS + SUPN_POSTERIOR_METHODS + DIFFUSION_METHODS
-POSTERIOR_METHODS = SUPN_POSTERIOR_METHODS + DIP_METHODS[1:] + GMRF_METHODS + DIFFUSION_METHODS
+#: Draws per chain of ``hvae-svi`` when ``num_samples`` is None.
+HVAE_DEFAULT_SAMPLES = 100
+#: Methods that need ``--prior``: SUPN priors, a diffusion prior for DPS / DiffPIR, a
+#: hierarchical VAE for PnP-HVAE / hvae-svi.
+PRIOR_METHODS = SUPN_MAP_METHODS + SUPN_POSTERIOR_METHODS + DIFFUSION_METHODS + HVAE_METHODS
+POSTERIOR_METHODS = (SUPN_POSTERIOR_METHODS + DIP_METHODS[1:] + GMRF_METHODS + DIFFUSION_METHODS
+                     + HVAE_METHODS[1:])
 ALL_METHODS = CLASSICAL_METHODS + PRIOR_METHODS + DIP_METHODS + GMRF_METHODS + DENOISER_METHODS
 NOISE_MODES = ("known", "estimate")
 
@@ -120,12 +132,13 @@ class MethodSettings:
     classical : ClassicalSettings
     prior : str or None
         Shipped prior name or ``.safetensors`` path; required exactly for
-        :data:`PRIOR_METHODS` (a diffusion prior for ``dps``/``diffpir``).
+        :data:`PRIOR_METHODS` (a diffusion prior for ``dps``/``diffpir``, a
+        hierarchical VAE for ``pnp-hvae``/``hvae-svi``).
     map : MAPConfig
     sampling : SamplingConfig
     num_samples : int or None
         Draws per chain (SUPN posterior, diffusion samplers) or in total (DIP
-        posteriors, gmrf); None takes 200 (SUPN), 8 (dps, diffpir),
+        posteriors, gmrf); None takes 200 (SUPN), 8 (dps, diffpir), 100 (hvae-svi),
         ``dip.num_samples`` (DIP) or 1000 (gmrf).
     num_chains : int
         Chains of ``nuts``/``laplace`` and independent runs groups of ``dps``/``diffpir``.
@@ -139,6 +152,10 @@ class MethodSettings:
         Evidence-search settings of ``gmrf`` (ridge, bounds, tolerance, pixel limit).
     dps, diffpir : DPSConfig, DiffPIRConfig
         Steps and guidance / regularisation of the diffusion samplers.
+    hvae : HVAEMAPConfig
+        PnP-HVAE's temperature, decoder scale, iterations and CG settings.
+    hvae_posterior : HVAEPosteriorConfig
+        ``hvae-svi``'s SVI settings (its ``start`` is replaced by ``hvae``).
     """
 
     method: str
@@ -156,6 +173,8 @@ class MethodSettings:
     gmrf: GMRFConfig = field(default_factory=GMRFConfig)
     dps: DPSConfig = field(default_factory=DPSConfig)
     diffpir: DiffPIRConfig = field(default_factory=DiffPIRConfig)
+    hvae: HVAEMAPConfig = field(default_factory=HVAEMAPConfig)
+    hvae_posterior: HVAEPosteriorConfig = field(default_factory=HVAEPosteriorConfig)
 
     def __post_init__(self):
         if self.method not in ALL_METHODS:
@@ -174,7 +193,7 @@ class MethodSettings:
             check_int("--num-samples", self.num_samples, minimum=1)
             # Posteriors need two draws for a standard deviation.
             chains = (self.num_chains if self.method in SUPN_POSTERIOR_METHODS + DIFFUSION_METHODS
-                      else 1)
+                      + HVAE_METHODS else 1)
             if self.method in POSTERIOR_METHODS and self.num_samples * chains < 2:
                 raise ValueError(f"--num-samples must give at least 2 draws in total for "
                                  f"{self.method!r}, got {self.num_samples} x {chains} chain(s)")
@@ -193,6 +212,11 @@ class MethodSettings:
             elif self.method in DIFFUSION_METHODS:
                 rec.update(num_samples=self.diffusion_samples, num_chains=self.num_chains,
                            **{f"{self.method}_config": dataclasses.asdict(self.diffusion_config)})
+            elif self.method == "pnp-hvae":
+                rec["hvae_config"] = dataclasses.asdict(self.hvae)
+            elif self.method == "hvae-svi":
+                rec.update(num_samples=self.hvae_samples, num_chains=self.num_chains,
+                           hvae_posterior_config=dataclasses.asdict(self.hvae_svi_config))
             else:
                 rec.update(num_samples=self.supn_samples, num_chains=self.num_chains,
                            sampling_config=dataclasses.asdict(self.sampling))
@@ -220,6 +244,15 @@ class MethodSettings:
     def diffusion_config(self):
         """The :class:`DPSConfig` or :class:`DiffPIRConfig` of ``method``."""
         return self.dps if self.method == "dps" else self.diffpir
+
+    @property
+    def hvae_samples(self) -> int:
+        return HVAE_DEFAULT_SAMPLES if self.num_samples is None else self.num_samples
+
+    @property
+    def hvae_svi_config(self) -> HVAEPosteriorConfig:
+        """``hvae_posterior`` started from the PnP-HVAE run of ``hvae``."""
+        return dataclasses.replace(self.hvae_posterior, start=self.hvae)
 
     @property
     def dip_samples(self) -> int:
@@ -277,7 +310,7 @@ def classical_reconstruction(method: str, op, y: torch.Tensor, noise_std: float,
 
 
 def load_prior(spec: str, size: int | None = None):
-    """A SUPN or diffusion prior from a shipped name or a ``.safetensors`` checkpoint path.
+    """A SUPN, diffusion or hierarchical VAE prior from a shipped name or a ``.safetensors`` path.
 
     The kind is read from the checkpoint (its JSON names the class). Raises
     ``ValueError`` naming ``--prior`` when the name is unknown, the file is
@@ -285,28 +318,35 @@ def load_prior(spec: str, size: int | None = None):
     """
     import json
 
-    from ..models import (SUPNVAE, DiffusionUNet, available_diffusion_priors, available_priors,
-                          load_pretrained, load_pretrained_diffusion)
+    from ..models import (SUPNVAE, DiffusionUNet, HierarchicalVAE, available_diffusion_priors,
+                          available_hvae_priors, available_priors, load_pretrained,
+                          load_pretrained_diffusion, load_pretrained_hvae)
 
-    names = available_priors() + available_diffusion_priors()
+    names = available_priors() + available_diffusion_priors() + available_hvae_priors()
     if spec in available_priors():
         prior = load_pretrained(spec)
     elif spec in available_diffusion_priors():
         prior = load_pretrained_diffusion(spec)
+    elif spec in available_hvae_priors():
+        prior = load_pretrained_hvae(spec)
     elif spec.endswith(".safetensors"):
         if not Path(spec).is_file():
             raise ValueError(f"--prior checkpoint {spec} does not exist")
         try:
             meta_path = Path(spec).with_suffix(".json")
             kind = json.loads(meta_path.read_text()).get("class") if meta_path.is_file() else None
-            cls = DiffusionUNet if kind == "DiffusionUNet" else SUPNVAE
+            cls = {"DiffusionUNet": DiffusionUNet, "HierarchicalVAE": HierarchicalVAE}.get(kind, SUPNVAE)
             prior = cls.load(spec).eval()
         except (ValueError, AttributeError) as err:
             raise ValueError(f"--prior {spec}: {err}") from None
     else:
         raise ValueError(f"--prior must be one of {names} or a path to a .safetensors "
                          f"checkpoint saved with save_model, got {spec!r}")
-    if size is not None and prior.config.image_size != size:
+    if isinstance(prior, HierarchicalVAE):  # fully convolutional: any size that tiles
+        if size is not None and not prior.supports_shape((prior.config.channels, size, size)):
+            raise ValueError(f"--prior {spec} runs on images whose sides are multiples of "
+                             f"{list(prior.config.factors)}, but --size is {size}")
+    elif size is not None and prior.config.image_size != size:
         raise ValueError(f"--prior {spec} models {prior.config.image_size}x"
                          f"{prior.config.image_size} images but --size is {size}; pass "
                          f"--size {prior.config.image_size}")
@@ -330,12 +370,36 @@ def _run_diffusion(s: MethodSettings, op, y, noise_std, prior) -> MethodResult:
     return MethodResult(post.mean[None], posterior=post, noise_std=post.noise_std, info=info)
 
 
-def _run_supn(s: MethodSettings, op, y, noise_std, prior) -> MethodResult:
-    from ..models import DiffusionPrior
+def _run_hvae(s: MethodSettings, op, y, noise_std, prior) -> MethodResult:
+    from ..models import HierarchicalVAE
 
-    if isinstance(prior, DiffusionPrior):
+    if not isinstance(prior, HierarchicalVAE):
+        raise ValueError(f"method {s.method!r} needs a hierarchical VAE prior (e.g. --prior "
+                         f"digits-hvae), got a {type(prior).__name__}")
+    if s.method == "pnp-hvae":
+        rec = map_estimate(y, op, prior, noise_std, method="pnp-hvae", config=s.hvae,
+                           progress=s.progress)
+        info = {"converged": rec.converged, "iterations": len(rec.objective_history),
+                "final_objective": rec.objective_history[-1], "contraction": rec.contraction,
+                "cg_converged": rec.cg_converged, "temperature": list(rec.temperature)}
+        return MethodResult(rec.x.detach(), noise_std=rec.noise_std, info=info)
+    post = sample_posterior(y, op, prior, noise_std, method="hvae-svi", num_samples=s.hvae_samples,
+                            num_chains=s.num_chains, seed=s.seed, config=s.hvae_svi_config,
+                            progress=s.progress)
+    info = {"final_elbo": [h[-1] for h in post.extras["elbo_history"]],
+            "x_converged": post.extras["x_converged"],
+            "mean_data_misfit": float(post.sample_stats["data_misfit"].mean())}
+    return MethodResult(post.mean[None], posterior=post, noise_std=post.noise_std, info=info)
+
+
+def _run_supn(s: MethodSettings, op, y, noise_std, prior) -> MethodResult:
+    from ..models import DiffusionPrior, HierarchicalVAE
+
+    if isinstance(prior, (DiffusionPrior, HierarchicalVAE)):
+        kind, methods = (("diffusion", "dps or diffpir") if isinstance(prior, DiffusionPrior)
+                         else ("hierarchical VAE", "pnp-hvae or hvae-svi"))
         raise ValueError(f"method {s.method!r} needs a SUPN prior (e.g. --prior digits-supn), "
-                         "got a diffusion prior; diffusion priors run with dps or diffpir")
+                         f"got a {kind} prior; {kind} priors run with {methods}")
     if s.method in SUPN_MAP_METHODS:
         cfg = dataclasses.replace(s.map, seed=s.seed)
         rec = map_estimate(y, op, prior, noise_std, method=s.method, config=cfg,
@@ -481,6 +545,10 @@ def run_method(settings: MethodSettings, op, y: torch.Tensor, noise_std: float,
             sigma = given if given is not None else check_positive("estimated noise_std",
                                                                     rough_noise_std(op, y))
             return _run_diffusion(s, op, y, sigma, prior)
+        if s.method in HVAE_METHODS:
+            sigma = given if given is not None else check_positive("estimated noise_std",
+                                                                    rough_noise_std(op, y))
+            return _run_hvae(s, op, y, sigma, prior)
         return _run_supn(s, op, y, given, prior)
     if s.method in GMRF_METHODS:
         return _run_gmrf(s, op, y, given)

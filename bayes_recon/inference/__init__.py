@@ -10,6 +10,8 @@ from .diffusion import DIFFUSION_METHODS, DiffPIRConfig, DPSConfig, diffusion_po
 from .dip import DIPFit, dip_input, fit_dip, pretrain_dip
 from .gaussian_posterior import GaussianImagePosterior, XSolverConfig
 from .gmrf import GMRFConfig, GMRFResult, gmrf_posterior
+from .hvae import HVAE_MAP_METHODS, HVAEMAPConfig, HVAEReconstruction, hvae_map_estimate
+from .hvae_posterior import HVAEPosteriorConfig, hvae_posterior
 from .linearised import (
     CholeskyJitterWarning,
     EvidenceConvergenceWarning,
@@ -54,6 +56,13 @@ __all__ = [
     "DPSConfig",
     "DiffPIRConfig",
     "diffusion_posterior",
+    # hierarchical VAE priors: PnP-HVAE and SVI over the latent groups
+    "HVAE_MAP_METHODS",
+    "HVAEMAPConfig",
+    "HVAEReconstruction",
+    "hvae_map_estimate",
+    "HVAEPosteriorConfig",
+    "hvae_posterior",
     # deep image prior and its linearisation
     "fit_dip",
     "DIPFit",

@@ -13,6 +13,7 @@ i.e. the data term plus the generative regulariser of Duff et al.,
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import pyro
@@ -278,8 +279,14 @@ _METHODS = {"alternating": _alternating, "jpmap": _jpmap, "csgm": _csgm, "svi": 
 
 
 def map_estimate(y: torch.Tensor, op, prior, noise_std: float | None, method: str = "jpmap",
-                 config: MAPConfig | None = None, progress: bool = True) -> Reconstruction:
-    """MAP reconstruction of ``x`` (and ``z``) from ``y = A x + N(0, σ² I)`` with a SUPN prior.
+                 config: MAPConfig | None = None, progress: bool = True, *,
+                 temperature=None) -> Reconstruction:
+    """MAP reconstruction of ``x`` (and ``z``) from ``y = A x + N(0, σ² I)`` with a learned prior.
+
+    With a hierarchical VAE prior (``method="pnp-hvae"`` or ``"hvae-adam"``)
+    this is :func:`~bayes_recon.inference.hvae.hvae_map_estimate` (``config``
+    an ``HVAEMAPConfig``, ``temperature`` τ in (0, 1] or one per group, σ
+    required); the rest of this docstring is about SUPN priors.
 
     Parameters
     ----------
@@ -291,7 +298,7 @@ def map_estimate(y: torch.Tensor, op, prior, noise_std: float | None, method: st
     noise_std : float or None
         σ > 0; None estimates it first by type-II maximum likelihood of the
         collapsed evidence jointly with the MAP of ``z``.
-    method : {"alternating", "jpmap", "csgm", "svi"}
+    method : {"alternating", "jpmap", "csgm", "svi", "pnp-hvae", "hvae-adam"}
         ``"alternating"``: gradient x-steps (Barzilai–Borwein + backtracking)
         and L-BFGS z-steps on ``J``, from the encoder of a rough
         reconstruction. ``"jpmap"``: closed-form x-step
@@ -303,6 +310,8 @@ def map_estimate(y: torch.Tensor, op, prior, noise_std: float | None, method: st
     config : MAPConfig, optional
     progress : bool
         Show a tqdm progress bar.
+    temperature : float, optional
+        Overrides ``config.temperature`` (the latent prior scale ``T``).
 
     Returns
     -------
@@ -319,11 +328,19 @@ def map_estimate(y: torch.Tensor, op, prior, noise_std: float | None, method: st
     >>> rec.x.shape, rec.z.shape, len(rec.objective_history)
     (torch.Size([1, 1, 8, 8]), torch.Size([1, 2]), 2)
     """
+    from .hvae import HVAE_MAP_METHODS, hvae_map_estimate  # hvae builds on this module
+
+    check_choice("method", method, MAP_METHODS + HVAE_MAP_METHODS)
+    if method in HVAE_MAP_METHODS:
+        if noise_std is None:
+            raise ValueError(f"noise_std must be given for method={method!r} (σ is not estimated)")
+        return hvae_map_estimate(y, op, prior, noise_std, method, config, temperature, progress)
     check_reconstruction_inputs(y, op, prior, 1.0 if noise_std is None else noise_std)
-    check_choice("method", method, MAP_METHODS)
     cfg = MAPConfig() if config is None else config
     if not isinstance(cfg, MAPConfig):
         raise TypeError(f"config must be a MAPConfig, got {type(cfg).__name__}")
+    if temperature is not None:
+        cfg = dataclasses.replace(cfg, temperature=check_positive("temperature", temperature))
     if method == "jpmap" and cfg.x_solver.solver == "condition":
         # The σ → 0 conditional is not the minimiser of J at σ > 0: the x-step could raise J.
         raise ValueError(

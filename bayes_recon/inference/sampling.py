@@ -48,11 +48,12 @@ from .nuts import (  # noqa: F401  (NUTS_STATS, _potential re-exported)
 )
 from ..posterior import Posterior
 from .diffusion import DIFFUSION_METHODS, diffusion_posterior
+from .hvae_posterior import hvae_posterior
 
 __all__ = ["SAMPLING_METHODS", "NUTS_STATS", "MAX_TREE_DEPTH", "SamplingConfig", "sample_posterior",
            "LaplaceWarning", "ImportanceSamplingWarning", "latent_hessian"]
 
-SAMPLING_METHODS = ("nuts", "laplace", "laplace-is") + DIFFUSION_METHODS
+SAMPLING_METHODS = ("nuts", "laplace", "laplace-is", "hvae-svi") + DIFFUSION_METHODS
 
 
 #: Default NUTS warm-up with the Hessian mass matrix: dual averaging of the step size
@@ -280,14 +281,16 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
     y : torch.Tensor
         ``(1, *op.range_shape)``: a single measurement.
     op : LinearOperator
-    prior : SUPNVAE or DiffusionPrior
+    prior : SUPNVAE, DiffusionPrior or HierarchicalVAE
         A diffusion prior for ``method="dps" | "diffpir"``
         (:func:`~bayes_recon.inference.diffusion.diffusion_posterior`, which
-        documents their output), a SUPN prior otherwise.
+        documents their output), a hierarchical VAE for ``method="hvae-svi"``
+        (:func:`~bayes_recon.inference.hvae_posterior.hvae_posterior`), a SUPN
+        prior otherwise.
     noise_std : float or None
         σ > 0; None estimates it (type-II maximum likelihood of the collapsed
         evidence jointly with the MAP of ``z``) and then keeps it fixed.
-    method : {"nuts", "laplace", "laplace-is", "dps", "diffpir"}
+    method : {"nuts", "laplace", "laplace-is", "hvae-svi", "dps", "diffpir"}
         ``"nuts"``: ``pyro.infer.MCMC(NUTS(collapsed_model))``, chains run one
         after the other with seeds ``seed + chain``, preconditioned as set in
         ``config`` (default: dense ``M⁻¹ = H⁻¹`` and Laplace starts).
@@ -299,7 +302,8 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
     num_chains : int
     seed : int
     config : SamplingConfig, optional
-        ``DPSConfig`` / ``DiffPIRConfig`` for the diffusion samplers.
+        ``DPSConfig`` / ``DiffPIRConfig`` for the diffusion samplers,
+        ``HVAEPosteriorConfig`` for ``"hvae-svi"``.
     progress : bool
 
     Returns
@@ -344,6 +348,10 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
     (torch.Size([1, 10, 1, 6, 6]), ['psis_khat', 'psis_warning'])
     """
     check_choice("method", method, SAMPLING_METHODS)
+    if method == "hvae-svi":
+        if noise_std is None:
+            raise ValueError("noise_std must be given for method='hvae-svi' (σ is not estimated)")
+        return hvae_posterior(y, op, prior, noise_std, num_samples, num_chains, seed, config, progress)
     if method in DIFFUSION_METHODS:
         return diffusion_posterior(y, op, prior, noise_std, method, num_samples, num_chains, seed,
                                    config, progress)

@@ -6,8 +6,12 @@ from .dae import DAETrainConfig, DenoisingAutoencoder, train_dae
 from .diffusion import DiffusionPrior, GaussianDiffusionPrior
 from .diffusion_unet import DiffusionConfig, DiffusionUNet
 from .diffusion_training import DiffusionTrainConfig, train_diffusion
-from .pretrained import (available_denoisers, available_diffusion_priors, available_priors,
-                         load_pretrained, load_pretrained_dae, load_pretrained_diffusion)
+from .hvae import HierarchicalVAE, HVAEConfig
+from .hvae_program import hierarchical_collapsed_model, hierarchical_model
+from .hvae_training import HVAETrainConfig, evaluate_hvae_nll, train_hvae
+from .pretrained import (available_denoisers, available_diffusion_priors, available_hvae_priors,
+                         available_priors, load_pretrained, load_pretrained_dae,
+                         load_pretrained_diffusion, load_pretrained_hvae)
 from .program import reconstruction_model
 from .supn_vae import COVARIANCES, SUPNConfig, SUPNVAE
 from .unet import UNet, UNetConfig
@@ -44,4 +48,13 @@ __all__ = [
     "train_diffusion",
     "available_diffusion_priors",
     "load_pretrained_diffusion",
+    "HierarchicalVAE",
+    "HVAEConfig",
+    "HVAETrainConfig",
+    "train_hvae",
+    "evaluate_hvae_nll",
+    "hierarchical_model",
+    "hierarchical_collapsed_model",
+    "available_hvae_priors",
+    "load_pretrained_hvae",
 ]

@@ -54,6 +54,7 @@ __all__ = [
     "PosteriorPrecisionOperator",
     "NotPositiveDefiniteError",
     "collapsed_log_likelihood",
+    "marginal_log_likelihood",
     "collapsed_log_posterior",
     "latent_log_prior",
     "choose_evidence_method",
@@ -380,9 +381,28 @@ def collapsed_log_likelihood(z: torch.Tensor, y: torch.Tensor, op: LinearOperato
     if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[0] != y.shape[0]:
         got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise ValueError(f"z must have shape ({y.shape[0]}, latent_dim) to match y, got {got}")
+    return marginal_log_likelihood(decode64(prior, z), y, op, noise_std, method, slq, exact_hessian)
+
+
+def marginal_log_likelihood(dist, y: torch.Tensor, op: LinearOperator, noise_std,
+                            method: str = "auto", slq: SLQConfig | None = None,
+                            exact_hessian: bool = False) -> torch.Tensor:
+    """``log N(y; A μ, A Λ⁻¹ Aᵀ + σ² I)`` for a decoded image Gaussian ``dist`` ``N(μ, Λ⁻¹)``.
+
+    The likelihood of :func:`collapsed_log_likelihood` for any
+    :class:`~bayes_recon.distributions.StructuredGaussian` with batch shape
+    ``(B,)`` (e.g. a hierarchical VAE's decoder output), float64,
+    differentiable in its parameters. Arguments as there.
+    """
+    if tuple(dist.batch_shape) != (y.shape[0],):
+        raise ValueError(f"dist must have batch shape ({y.shape[0]},) to match y, "
+                         f"got {tuple(dist.batch_shape)}")
+    f64 = torch.float64
+    if dist.loc.dtype != f64:
+        dist = type(dist)(dist.loc.to(f64), dist.log_diag.to(f64), dist.off_diag.to(f64),
+                          dist.radius, validate_args=False)
     method = choose_evidence_method(method, op.domain_size)
     slq = SLQConfig() if slq is None else slq
-    dist = decode64(prior, z)
     s = _noise_precision(noise_std, y.shape[0], dist.loc)
     rr, b = _residual_terms(dist, y, op, s)
     if method == "dense":

@@ -1,4 +1,4 @@
-"""Models that ship with the package (``bayes_recon/pretrained``): SUPN priors and baselines."""
+"""Models that ship with the package (``bayes_recon/pretrained``): SUPN, hierarchical VAE and diffusion priors, baselines."""
 
 from __future__ import annotations
 
@@ -59,6 +59,29 @@ def load_pretrained_diffusion(name: str = "digits-diffusion"):
     from .diffusion_unet import DiffusionUNet
 
     return _load_shipped(name, available_diffusion_priors(), DiffusionUNet.load)
+
+
+def available_hvae_priors() -> list[str]:
+    """Names accepted by :func:`load_pretrained_hvae`, e.g. ``"digits-hvae"``."""
+    return _shipped("HierarchicalVAE")
+
+
+def load_pretrained_hvae(name: str = "digits-hvae"):
+    """Load a shipped hierarchical VAE prior (:class:`~bayes_recon.models.hvae.HierarchicalVAE`), in eval mode.
+
+    Its training record (command, split, negative ELBO in bits per pixel on
+    the training, validation and test images) is in ``model.metadata``;
+    ``docs/hvae.md`` has the table.
+
+    Examples
+    --------
+    >>> from bayes_recon.models import load_pretrained_hvae
+    >>> load_pretrained_hvae("digits-hvae").event_shape
+    (1, 28, 28)
+    """
+    from .hvae import HierarchicalVAE
+
+    return _load_shipped(name, available_hvae_priors(), HierarchicalVAE.load)
 
 
 def load_pretrained_dae(name: str = "digits-dae"):

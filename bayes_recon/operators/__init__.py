@@ -22,7 +22,7 @@ from .holdout import HOLDOUT_SCHEMES, MeasurementSplit, RangeSubset, default_sch
 from .mri import MRI, cartesian_mask, radial_mask
 from .sparse import SparseMatrix
 from .sparse_operator import SparseMatrixOperator, load_sparse_operator
-from .simple import Blur, Downsampling, Identity, Inpainting, MatrixOperator, gaussian_kernel
+from .simple import Blur, Downsampling, Identity, Inpainting, MatrixOperator, gaussian_kernel, motion_kernel
 
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "cartesian_mask",
     "Blur",
     "gaussian_kernel",
+    "motion_kernel",
     "Inpainting",
     "Downsampling",
     "Identity",

@@ -29,8 +29,8 @@ def test_quick_demo_writes_report_and_every_posterior(quick_demo):
     for name in METHODS:
         assert f"| {name} |" in report
     bayesian = [n for n, r in rows.items() if r["coverage_90"] is not None]
-    # SUPN posterior, linearised DIP, both DIP baselines and DPS carry posteriors.
-    assert len(bayesian) == 5, bayesian
+    # SUPN posterior, linearised DIP, both DIP baselines, DPS and the HVAE SVI carry posteriors.
+    assert len(bayesian) == 6, bayesian
     assert (out / "calibration_curves.png").stat().st_size > 0
     nc_files = sorted(out.glob("*.nc"))
     assert len(nc_files) == len(bayesian)
@@ -62,6 +62,7 @@ def test_quick_demo_learned_priors_beat_classical_baselines(quick_demo):
     assert psnr["SUPN MAP (JPMAP)"] > best_classical + 3.0, psnr
     assert psnr["SUPN posterior"] > best_classical + 3.0, psnr
     assert psnr["Linearised DIP (TV-PredCP)"] > best_classical + 3.0, psnr
+    assert psnr["Hierarchical VAE MAP (PnP-HVAE)"] > best_classical + 3.0, psnr
 
 
 def test_unknown_demo_method_is_rejected(tmp_path):

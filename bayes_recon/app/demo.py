@@ -34,6 +34,7 @@ DIP_TV_SCALE = 3.0
 MC_DROPOUT_RATE = 0.05
 DEMO_PRIOR = "digits-supn"
 DEMO_DIFFUSION_PRIOR = "digits-diffusion"
+DEMO_HVAE_PRIOR = "digits-hvae"
 
 
 @dataclass
@@ -71,7 +72,8 @@ def demo_methods(config: DemoConfig) -> dict[str, MethodSettings]:
     The same registry as ``bayes-recon reconstruct``; ``quick`` shortens every
     iterative method (and samples z by a PSIS-checked Laplace approximation instead of NUTS).
     """
-    from ..inference import DPSConfig, LinearisedDIPConfig, MAPConfig, SamplingConfig
+    from ..inference import (DPSConfig, HVAEMAPConfig, HVAEPosteriorConfig, LinearisedDIPConfig,
+                             MAPConfig, SamplingConfig)
     from ..models import UNetConfig
 
     quick, seed, progress = config.quick, config.seed, config.progress
@@ -109,6 +111,13 @@ def demo_methods(config: DemoConfig) -> dict[str, MethodSettings]:
         "Diffusion posterior (DPS)": MethodSettings(
             "dps", prior=DEMO_DIFFUSION_PRIOR, num_samples=8 if quick else 16, num_chains=2,
             dps=DPSConfig(steps=50) if quick else DPSConfig(), **common),
+        # PnP-HVAE and the SVI posterior with the library's defaults (docs/hvae.md).
+        "Hierarchical VAE MAP (PnP-HVAE)": MethodSettings("pnp-hvae", prior=DEMO_HVAE_PRIOR,
+                                                           **common),
+        "Hierarchical VAE posterior (SVI)": MethodSettings(
+            "hvae-svi", prior=DEMO_HVAE_PRIOR, num_samples=50 if quick else 100, num_chains=2,
+            hvae_posterior=HVAEPosteriorConfig(steps=100) if quick else HVAEPosteriorConfig(),
+            hvae=HVAEMAPConfig(), **common),
     }
 
 
@@ -134,6 +143,14 @@ def _summary(settings: MethodSettings) -> dict:
                  {"regularisation": c.regularisation, "zeta": c.zeta})
         return {"prior": settings.prior, "steps": c.steps, **knobs, "chains": settings.num_chains,
                 "runs_per_chain": settings.diffusion_samples}
+    if m == "pnp-hvae":
+        c = settings.hvae
+        return {"prior": settings.prior, "temperature": c.temperature,
+                "max_iterations": c.max_iterations}
+    if m == "hvae-svi":
+        return {"prior": settings.prior, "svi_steps": settings.hvae_posterior.steps,
+                "chains": settings.num_chains, "draws_per_chain": settings.hvae_samples,
+                "x": "exact sample of x | z, y per z draw"}
     if m.endswith("dip"):
         d = settings.dip
         info = {"dip_iterations": d.iterations, "dip_lr": d.lr, "samples": settings.dip_samples}

@@ -91,7 +91,8 @@ class Setting:
 _OVERRIDES = ("prior", "num_samples", "num_chains", "tv_weight", "tv_iterations",
               "map_iterations", "map_restarts", "map_z_steps", "warmup", "map_steps",
               "dip_iterations", "dip_lr", "dip_tv_scale", "dip_channels", "predcp_scale",
-              "evidence_iterations", "dropout", "diffusion_steps", "guidance")
+              "evidence_iterations", "dropout", "diffusion_steps", "guidance", "hvae_temperature",
+              "pnp_iterations", "svi_steps")
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class MethodSpec:
         A name of :data:`bayes_recon.app.methods.ALL_METHODS`.
     prior : str, optional
         Shipped prior name or ``.safetensors`` path (SUPN methods; a diffusion prior
-        for ``dps``/``diffpir``).
+        for ``dps``/``diffpir``; a hierarchical VAE for ``pnp-hvae``/``hvae-svi``).
     num_samples, num_chains, dropout : int or float, optional
         Overrides of the :class:`~bayes_recon.app.methods.MethodSettings` fields of
         the same names; None (for every override) keeps the registry default.
@@ -122,6 +123,9 @@ optional
         ``channels``, ``predcp_scale``, ``evidence_iterations``) for DIP methods.
     diffusion_steps, guidance : optional
         ``DPSConfig``/``DiffPIRConfig.steps`` and ``DPSConfig.guidance`` (``dps``, ``diffpir``).
+    hvae_temperature, pnp_iterations, svi_steps : optional
+        ``HVAEMAPConfig.temperature`` (one τ for every group), ``.max_iterations``
+        and ``HVAEPosteriorConfig.steps`` (``pnp-hvae``, ``hvae-svi``).
     """
 
     label: str
@@ -145,6 +149,9 @@ optional
     dropout: float | None = None
     diffusion_steps: int | None = None
     guidance: float | None = None
+    hvae_temperature: float | None = None
+    pnp_iterations: int | None = None
+    svi_steps: int | None = None
 
     def __post_init__(self):
         from ..methods import ALL_METHODS
@@ -157,7 +164,8 @@ optional
 
     def settings(self, seed: int, progress: bool = False):
         """The registry's :class:`~bayes_recon.app.methods.MethodSettings` for one task."""
-        from ...inference import DiffPIRConfig, DPSConfig, LinearisedDIPConfig, MAPConfig, SamplingConfig
+        from ...inference import (DiffPIRConfig, DPSConfig, HVAEMAPConfig, HVAEPosteriorConfig,
+                                  LinearisedDIPConfig, MAPConfig, SamplingConfig)
         from ...models import UNetConfig
         from ..methods import ClassicalSettings, MethodSettings
 
@@ -180,10 +188,13 @@ optional
                  if v is not None}
         dps = pick(DPSConfig(), steps=self.diffusion_steps, guidance=self.guidance)
         diffpir = pick(DiffPIRConfig(), steps=self.diffusion_steps)
+        hvae = pick(HVAEMAPConfig(), temperature=self.hvae_temperature,
+                    max_iterations=self.pnp_iterations)
+        hvae_posterior = pick(HVAEPosteriorConfig(), steps=self.svi_steps)
         return MethodSettings(self.method, seed=seed, progress=progress, classical=classical,
                               prior=self.prior, map=map_cfg, sampling=sampling,
                               num_samples=self.num_samples, dip=dip, dps=dps, diffpir=diffpir,
-                              **extra)
+                              hvae=hvae, hvae_posterior=hvae_posterior, **extra)
 
     def to_dict(self) -> dict:
         """Label, method and the overrides that are set (TOML/JSON-ready)."""

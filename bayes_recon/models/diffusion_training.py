@@ -10,67 +10,38 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .._validation import check_int, check_positive, check_tensor
-from .checkpoint import load_tensors, save_tensors
+from .._validation import check_positive, check_tensor
 from .diffusion import DiffusionPrior
 from .diffusion_unet import DiffusionUNet
-from .training import _load_optimizer, _optimizer_tensors, augment
+from .step_training import (BatchStream, StepTrainConfig, load_step_checkpoint,
+                            save_step_checkpoint, set_warmup_lr)
 
 __all__ = ["DiffusionTrainConfig", "DiffusionTrainResult", "train_diffusion", "diffusion_loss",
            "evaluate_diffusion_loss", "denoising_mse"]
 
 
 @dataclass
-class DiffusionTrainConfig:
-    """Settings of :func:`train_diffusion`.
+class DiffusionTrainConfig(StepTrainConfig):
+    """Settings of :func:`train_diffusion`: :class:`~.step_training.StepTrainConfig` and
 
     Attributes
     ----------
-    steps : int
-        Optimiser steps in all (the run can be resumed up to it).
-    batch_size : int
-    lr : float
-        Adam learning rate after a linear warm-up of ``warmup_steps``.
-    warmup_steps : int
     ema_decay : float
         Decay of the weight average that is returned, in [0, 1).
-    max_shift, max_rotation : int, float
-        Augmentation as in :func:`~bayes_recon.models.training.augment`.
-    flips : bool
-        Random horizontal and vertical flips (natural patches; not for digits).
-    val_every : int
-        Steps between validation losses (and checkpoints).
-    seed : int
     """
 
-    steps: int = 20000
-    batch_size: int = 64
-    lr: float = 5e-4
-    warmup_steps: int = 500
     ema_decay: float = 0.999
-    max_shift: int = 2
-    max_rotation: float = 0.0
-    flips: bool = False
-    val_every: int = 500
-    seed: int = 0
 
     def __post_init__(self):
-        check_int("steps", self.steps, minimum=1)
-        check_int("batch_size", self.batch_size, minimum=1)
-        check_positive("lr", self.lr)
-        check_int("warmup_steps", self.warmup_steps, minimum=0)
+        super().__post_init__()
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
-        check_int("max_shift", self.max_shift, minimum=0)
-        check_positive("max_rotation", self.max_rotation, allow_zero=True)
-        check_int("val_every", self.val_every, minimum=1)
-        check_int("seed", self.seed, minimum=0)
 
 
 @dataclass
@@ -136,14 +107,6 @@ def denoising_mse(denoiser, images: torch.Tensor, sigmas, seed: int = 0,
     return out
 
 
-def _flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    b = x.shape[0]
-    h = torch.rand(b, generator=gen) < 0.5
-    v = torch.rand(b, generator=gen) < 0.5
-    x = torch.where(h.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
-    return torch.where(v.view(-1, 1, 1, 1).to(x.device), x.flip(-2), x)
-
-
 def train_diffusion(model: DiffusionUNet, train_data: torch.Tensor, val_data: torch.Tensor,
                     config: DiffusionTrainConfig | None = None, checkpoint_dir=None,
                     progress: bool = True) -> DiffusionTrainResult:
@@ -177,34 +140,21 @@ def train_diffusion(model: DiffusionUNet, train_data: torch.Tensor, val_data: to
     history: list[dict] = []
     step = 0
     ckpt = Path(checkpoint_dir) / "checkpoint" if checkpoint_dir is not None else None
-    if ckpt is not None and ckpt.with_suffix(".json").is_file():
-        tensors, meta = load_tensors(ckpt)
-        if meta.get("model_config") != model.config.to_dict():
-            raise ValueError(f"checkpoint in {checkpoint_dir} was made with another model config")
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    resumed = load_step_checkpoint(ckpt, model, opt, gen) if ckpt is not None else None
+    if resumed is not None:  # the epoch's order continues where it stopped
+        tensors, meta = resumed
         ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-        _load_optimizer(opt, tensors, meta["optimizer"])
-        gen.set_state(tensors["generator_state"])
         history, step = meta["history"], meta["step"]
-    n = train_data.shape[0]
-    if step > 0:  # resume the epoch's order where it stopped: the same run as without a stop
-        perm, pos = tensors["perm"], meta["pos"]
+        stream = BatchStream(train_data, cfg, gen, tensors["perm"], meta["pos"])
     else:
-        perm, pos = torch.randperm(n, generator=gen), 0
+        stream = BatchStream(train_data, cfg, gen)
     bar = tqdm(range(step, cfg.steps), desc="train diffusion", disable=not progress,
                initial=step, total=cfg.steps)
     running = math.nan
     for step in bar:
         model.train()
-        if pos + cfg.batch_size > n:
-            perm, pos = torch.randperm(n, generator=gen), 0
-        x = train_data[perm[pos:pos + cfg.batch_size]]
-        pos += cfg.batch_size
-        x = augment(x, cfg.max_shift, cfg.max_rotation, gen)
-        if cfg.flips:
-            x = _flip(x, gen)
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+        x = stream.next()
+        set_warmup_lr(opt, cfg, step)
         loss = diffusion_loss(model, x, gen).mean()
         opt.zero_grad()
         loss.backward()
@@ -224,15 +174,8 @@ def train_diffusion(model: DiffusionUNet, train_data: torch.Tensor, val_data: to
             history.append({"step": done, "train_loss": running, "val_loss": val})
             bar.set_postfix(train=f"{running:.4f}", val=f"{val:.4f}")
             if ckpt is not None:
-                opt_t, opt_meta = _optimizer_tensors(opt)
-                tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-                tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
-                tensors.update(opt_t)
-                tensors["generator_state"] = gen.get_state()
-                tensors["perm"] = perm
-                save_tensors(ckpt, tensors, {
-                    "model_config": model.config.to_dict(), "train_config": asdict(cfg),
-                    "step": done, "pos": pos, "history": history, "optimizer": opt_meta})
+                save_step_checkpoint(ckpt, model, opt, stream, cfg, done, history,
+                                     {f"ema.{k}": v for k, v in ema.state_dict().items()})
     ema.eval()
     ema.metadata = {}
     return DiffusionTrainResult(model=ema, history=history)

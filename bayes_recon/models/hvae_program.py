@@ -49,15 +49,22 @@ def check_temperature(temperature, num_groups: int) -> list[float]:
     return values
 
 
-def _latents(prior, batch, image_hw, temperatures):
-    """Sample sites ``z_l ~ N(μ_p, (τ_l σ_p)²)`` top-down; returns the final decoder state."""
+def _latent_program(y, op, prior, noise_std, temperature, decoder_scale):
+    """Checked ``(σ, real view of y, decode)``: ``decode()``, called inside the plate, samples
+    the sites ``z_l ~ N(μ_p, (τ_l σ_p)²)`` top-down and returns ``p(x | z)``."""
+    sigma = check_hvae_inputs(y, op, prior, noise_std)
+    temps = check_temperature(temperature, prior.num_groups)
+    gamma = check_positive("decoder_scale", decoder_scale)
     names = latent_site_names(prior)
 
     def step(i, p_loc, p_scale, q_loc, q_scale):
-        return pyro.sample(names[i], dist.Normal(p_loc, temperatures[i] * p_scale).to_event(3))
+        return pyro.sample(names[i], dist.Normal(p_loc, temps[i] * p_scale).to_event(3))
 
-    _, h = prior.top_down(batch, image_hw, group_step=step)
-    return h
+    def decode():
+        _, h = prior.top_down(y.shape[0], op.domain_shape[-2:], group_step=step)
+        return prior.output(h, gamma)
+
+    return sigma, real_view(y), decode
 
 
 class ImageMarginal(TorchDistribution):
@@ -149,13 +156,9 @@ def hierarchical_model(y: torch.Tensor, op, prior: HierarchicalVAE, noise_std: f
     >>> [n for n in tr.nodes if n[0] in "zxy"]
     ['z_1', 'z_2', 'x', 'y']
     """
-    sigma = check_hvae_inputs(y, op, prior, noise_std)
-    temps = check_temperature(temperature, prior.num_groups)
-    gamma = check_positive("decoder_scale", decoder_scale)
-    y_real = real_view(y)
+    sigma, y_real, image = _latent_program(y, op, prior, noise_std, temperature, decoder_scale)
     with pyro.plate("measurements", y.shape[0]):
-        h = _latents(prior, y.shape[0], op.domain_shape[-2:], temps)
-        x = pyro.sample("x", prior.output(h, gamma))
+        x = pyro.sample("x", image())
         mean = real_view(op(x.to(y_real.dtype)))
         pyro.sample("y", dist.Normal(mean, sigma).to_event(y_real.dim() - 1), obs=y_real)
     return x
@@ -188,13 +191,9 @@ def hierarchical_collapsed_model(y: torch.Tensor, op, prior: HierarchicalVAE, no
     >>> tr.nodes["y"]["fn"].log_prob(tr.nodes["y"]["value"]).dtype
     torch.float64
     """
-    sigma = check_hvae_inputs(y, op, prior, noise_std)
-    temps = check_temperature(temperature, prior.num_groups)
-    gamma = check_positive("decoder_scale", decoder_scale)
-    y_real = real_view(y)
+    sigma, y_real, decoded = _latent_program(y, op, prior, noise_std, temperature, decoder_scale)
     with pyro.plate("measurements", y.shape[0]):
-        h = _latents(prior, y.shape[0], op.domain_shape[-2:], temps)
-        image = prior.output(h, gamma)
+        image = decoded()
         pyro.sample("y", ImageMarginal(image, op, sigma, method, slq), obs=y_real)
         if sample_x:
             with torch.no_grad():

@@ -10,70 +10,45 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from .._validation import check_int, check_positive, check_tensor
-from .checkpoint import load_tensors, save_tensors
-from .diffusion_training import _flip
 from .hvae import HierarchicalVAE
-from .training import _load_optimizer, _optimizer_tensors, augment, bits_per_pixel
+from .step_training import (BatchStream, StepTrainConfig, load_step_checkpoint,
+                            save_step_checkpoint, set_warmup_lr)
+from .training import bits_per_pixel
 
 __all__ = ["HVAETrainConfig", "HVAETrainResult", "train_hvae", "evaluate_hvae_nll"]
 
 
 @dataclass
-class HVAETrainConfig:
-    """Settings of :func:`train_hvae`.
+class HVAETrainConfig(StepTrainConfig):
+    """Settings of :func:`train_hvae`: :class:`~.step_training.StepTrainConfig` (here with
+    ``batch_size=32``, ``lr=1e-3``, ``warmup_steps=200``) and
 
     Attributes
     ----------
-    steps : int
-        Optimiser steps in all (the run can be resumed up to it).
-    batch_size : int
-    lr : float
-        Adam learning rate after a linear warm-up of ``warmup_steps``.
-    warmup_steps : int
     kl_warmup_steps : int
         The KL terms' weight rises linearly from 0 to 1 over these steps (keeps
         the groups from collapsing onto the prior early); 0 disables.
     grad_clip : float
         Gradient-norm clip.
-    max_shift, max_rotation : int, float
-        Augmentation as in :func:`~bayes_recon.models.training.augment`.
-    flips : bool
-        Random horizontal and vertical flips (natural patches; not for digits).
-    val_every : int
-        Steps between validation losses (and checkpoints).
-    seed : int
     """
 
-    steps: int = 20000
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 200
     kl_warmup_steps: int = 1000
     grad_clip: float = 50.0
-    max_shift: int = 2
-    max_rotation: float = 0.0
-    flips: bool = False
-    val_every: int = 500
-    seed: int = 0
 
     def __post_init__(self):
-        check_int("steps", self.steps, minimum=1)
-        check_int("batch_size", self.batch_size, minimum=1)
-        check_positive("lr", self.lr)
-        check_int("warmup_steps", self.warmup_steps, minimum=0)
+        super().__post_init__()
         check_int("kl_warmup_steps", self.kl_warmup_steps, minimum=0)
         check_positive("grad_clip", self.grad_clip)
-        check_int("max_shift", self.max_shift, minimum=0)
-        check_positive("max_rotation", self.max_rotation, allow_zero=True)
-        check_int("val_every", self.val_every, minimum=1)
-        check_int("seed", self.seed, minimum=0)
 
 
 @dataclass
@@ -142,33 +117,21 @@ def train_hvae(model: HierarchicalVAE, train_data: torch.Tensor, val_data: torch
     best_state, best_val = copy.deepcopy(model.state_dict()), math.inf
     step = 0
     ckpt = Path(checkpoint_dir) / "checkpoint" if checkpoint_dir is not None else None
-    n = train_data.shape[0]
-    if ckpt is not None and ckpt.with_suffix(".json").is_file():
-        tensors, meta = load_tensors(ckpt)
-        if meta.get("model_config") != model.config.to_dict():
-            raise ValueError(f"checkpoint in {checkpoint_dir} was made with another model config")
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    resumed = load_step_checkpoint(ckpt, model, opt, gen) if ckpt is not None else None
+    if resumed is not None:
+        tensors, meta = resumed
         best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-        _load_optimizer(opt, tensors, meta["optimizer"])
-        gen.set_state(tensors["generator_state"])
         history, step, best_val = meta["history"], meta["step"], meta["best_val_bpp"]
-        perm, pos = tensors["perm"], meta["pos"]
+        stream = BatchStream(train_data, cfg, gen, tensors["perm"], meta["pos"])
     else:
-        perm, pos = torch.randperm(n, generator=gen), 0
+        stream = BatchStream(train_data, cfg, gen)
     bar = tqdm(range(step, cfg.steps), desc="train hvae", disable=not progress,
                initial=step, total=cfg.steps)
     running = math.nan
     for step in bar:
         model.train()
-        if pos + cfg.batch_size > n:
-            perm, pos = torch.randperm(n, generator=gen), 0
-        x = train_data[perm[pos:pos + cfg.batch_size]]
-        pos += cfg.batch_size
-        x = augment(x, cfg.max_shift, cfg.max_rotation, gen)
-        if cfg.flips:
-            x = _flip(x, gen)
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+        x = stream.next()
+        set_warmup_lr(opt, cfg, step)
         kl_weight = min(1.0, (step + 1) / cfg.kl_warmup_steps) if cfg.kl_warmup_steps else 1.0
         loss = _kl_weighted_loss(model, x, gen, kl_weight)
         opt.zero_grad()
@@ -187,16 +150,9 @@ def train_hvae(model: HierarchicalVAE, train_data: torch.Tensor, val_data: torch
                 best_val, best_state = val, copy.deepcopy(model.state_dict())
             bar.set_postfix(train=f"{running:.3f}", val=f"{val:.3f}")
             if ckpt is not None:
-                opt_t, opt_meta = _optimizer_tensors(opt)
-                tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-                tensors.update({f"best.{k}": v for k, v in best_state.items()})
-                tensors.update(opt_t)
-                tensors["generator_state"] = gen.get_state()
-                tensors["perm"] = perm
-                save_tensors(ckpt, tensors, {
-                    "model_config": model.config.to_dict(), "train_config": asdict(cfg),
-                    "step": done, "pos": pos, "history": history, "best_val_bpp": best_val,
-                    "optimizer": opt_meta})
+                save_step_checkpoint(ckpt, model, opt, stream, cfg, done, history,
+                                     {f"best.{k}": v for k, v in best_state.items()},
+                                     {"best_val_bpp": best_val})
     if math.isfinite(best_val):
         model.load_state_dict(best_state)
     model.eval()

@@ -35,7 +35,7 @@ import torch
 ROWS = ("gauss", "motion", "sr2", "sr4", "inpaint")
 DATASETS = ("patches", "digits")
 METHODS = ("pnp-hvae", "hvae-adam", "jpmap-diagonal", "supn-map", "tv")
-TEMPERATURES = (0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+TEMPERATURES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 NOISE = 0.05
 ADAM_STEPS = 500
 OUT = Path(__file__).resolve().parent / "results" / "hvae"
@@ -80,7 +80,7 @@ def run(method: str, dataset: str, truth, op, y, sigma, temperature=None, seed: 
         rec = map_estimate(y, op, prior, sigma, method=method, config=cfg, progress=False)
         x = rec.x
         info = {"iterations": len(rec.objective_history), "converged": rec.converged,
-                "final_objective": rec.objective_history[-1], "temperature": list(rec.temperature),
+                "final_objective": rec.objective_history[-1], "group_temperatures": list(rec.temperature),
                 "contraction": rec.contraction, "cg_converged": rec.cg_converged}
     elif method in ("jpmap-diagonal", "supn-map"):
         kind = "diagonal" if method == "jpmap-diagonal" else "supn"
@@ -104,7 +104,7 @@ def _save(path: Path, record: dict) -> None:
 
 
 def cmd_sweep(args) -> None:
-    for dataset in DATASETS:
+    for dataset in args.datasets.split(","):
         for row in ROWS:
             for index in range(args.images):
                 truth, op, y, sigma = build(dataset, row, "train", index)
@@ -239,6 +239,7 @@ def main(argv=None) -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("sweep")
     p.add_argument("--images", type=int, default=3)
+    p.add_argument("--datasets", default=",".join(DATASETS))
     p = sub.add_parser("eval")
     p.add_argument("dataset", choices=DATASETS)
     p.add_argument("--images", type=int, default=4)

@@ -36,7 +36,7 @@ ALL_METHODS = (CLASSICAL_METHODS + SUPN_MAP_METHODS + SUPN_POSTERIOR_METHODS + D
 PROBLEMS = ("ct", "ct-fan", "mri", "denoise", "deblur", "inpaint", "superres")
 HOLDOUT_SCHEMES = ("projection", "spoke", "line", "random")
 #: ``HVAEMAPConfig``'s and ``HVAEPosteriorConfig``'s defaults shown in ``--help``.
-HVAE_DEFAULTS = {"temperature": 0.8, "max_iterations": 50, "svi_steps": 300}
+HVAE_DEFAULTS = {"temperature": 0.95, "max_iterations": 50, "svi_steps": 300}
 #: ``LinearisedDIPConfig``'s defaults that the DIP options show in ``--help``.
 DIP_DEFAULTS = {"iterations": 300, "lr": 1e-3, "predcp_scale": 20.0}
 

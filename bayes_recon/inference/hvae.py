@@ -43,6 +43,8 @@ class HVAEMAPConfig:
     temperature : float or tuple of float
         τ in (0, 1], or one per latent group (top first). Low τ pulls every
         group to its prior mean (over-smooths); τ → 1 does not regularise.
+        The default 0.95 had the best mean PSNR over five degradations of
+        training digits and natural crops (docs/hvae.md).
     decoder_scale : float
         γ > 0 multiplying the decoder's standard deviation.
     max_iterations : int
@@ -61,7 +63,7 @@ class HVAEMAPConfig:
         The x-step's CG (Jacobi-preconditioned) relative-residual tolerance and cap.
     """
 
-    temperature: float | tuple = 0.8
+    temperature: float | tuple = 0.95
     decoder_scale: float = 1.0
     max_iterations: int = 50
     tol: float = 1e-3

@@ -236,6 +236,10 @@ def test_bad_temperature_is_refused():
             map_estimate(y, op, model, 0.1, method="pnp-hvae", temperature=bad)
     with pytest.raises(ValueError, match="noise_std must be given"):
         map_estimate(y, op, model, None, method="pnp-hvae")
+    with pytest.raises(TypeError, match="hierarchical VAEs run with method"):
+        map_estimate(y, op, model, 0.1, method="jpmap")
+    with pytest.raises(TypeError, match="hierarchical VAEs run with method"):
+        sample_posterior(y, op, model, 0.1, method="laplace")
 
 
 def test_pnp_hvae_lowers_its_objective_and_returns_the_best_iterate():

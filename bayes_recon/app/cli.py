@@ -151,7 +151,12 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     op, y, truth = problem.op, problem.y, problem.truth
     if validation is not None:
         validation.check(op)
-    if prior is not None and tuple(op.domain_shape[-2:]) != (prior.config.image_size,) * 2:
+    if hasattr(prior, "supports_shape"):  # a hierarchical VAE: any image that tiles
+        if not prior.supports_shape(op.domain_shape):
+            raise ValueError(f"--prior {settings.prior} runs on images whose sides are multiples "
+                             f"of {list(prior.config.factors)}, but the operator's images are "
+                             f"{op.domain_shape[-2]}x{op.domain_shape[-1]}")
+    elif prior is not None and tuple(op.domain_shape[-2:]) != (prior.config.image_size,) * 2:
         raise ValueError(f"--prior {settings.prior} models {prior.config.image_size}x"
                          f"{prior.config.image_size} images but the operator's images are "
                          f"{op.domain_shape[-2]}x{op.domain_shape[-1]}")

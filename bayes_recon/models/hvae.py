@@ -392,7 +392,7 @@ class HierarchicalVAE(nn.Module):
 
 
 def _per_group(name: str, value, n: int) -> list[float]:
-    """A float or ``n`` floats in (0, 1]... or any positive value for sampling temperatures."""
+    """``value`` (a positive float, or one per group) as a list of ``n`` floats."""
     if isinstance(value, (int, float)):
         values = [float(value)] * n
     else:

@@ -36,6 +36,10 @@ def check_reconstruction_inputs(y, op, prior, noise_std) -> float:
         raise TypeError(f"op must be a bayes_recon LinearOperator, got {type(op).__name__}")
     if not hasattr(prior, "decode") or not hasattr(prior, "config"):
         raise TypeError(f"prior must be a generative prior with decode(z), got {type(prior).__name__}")
+    if not hasattr(prior.config, "latent_dim"):  # e.g. a HierarchicalVAE: groups, not one z
+        raise TypeError(f"prior must have a single latent vector (a SUPN prior), got a "
+                        f"{type(prior).__name__}; hierarchical VAEs run with method "
+                        "'pnp-hvae', 'hvae-adam' or 'hvae-svi'")
     check_measurement(y, op, (prior.config.channels, prior.config.image_size,
                               prior.config.image_size))
     return check_positive("noise_std", noise_std)

@@ -348,3 +348,15 @@ def test_motion_kernel_closed_forms():
     torch.testing.assert_close(diag, diag.flip(0).flip(1))  # a centred segment is point-symmetric
     with pytest.raises(ValueError, match="length"):
         motion_kernel(0.5)
+
+
+def test_cli_tiles_the_natural_image_prior_to_larger_images(tmp_path):
+    out = tmp_path / "tiled"
+    code = main(["reconstruct", "--problem", "deblur", "--image", "patch", "--size", "64",
+                 "--method", "pnp-hvae", "--prior", "patches-hvae", "--pnp-iterations", "2",
+                 "--no-progress", "--out", str(out)])
+    assert code == 0
+    assert np.load(out / "reconstruction.npy").shape[-2:] == (64, 64)
+    with pytest.raises(SystemExit):  # 30 is no multiple of the digit prior's factors
+        main(["reconstruct", "--problem", "deblur", "--size", "30", "--method", "pnp-hvae",
+              "--prior", "digits-hvae", "--out", str(tmp_path / "bad")])

@@ -63,6 +63,14 @@ def load_tensors(path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
+def config_from_dict(cls, d: dict):
+    """``cls(**d)`` for a config dataclass; ``ValueError`` naming keys ``cls`` does not have."""
+    unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"config has unknown keys {unknown}")
+    return cls(**d)
+
+
 def save_model(model: torch.nn.Module, path, metadata: dict | None = None) -> Path:
     """Save ``model`` (which has a ``config`` with ``to_dict``) as safetensors + JSON."""
     meta = {

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_int, check_positive, check_tensor
+from .checkpoint import config_from_dict
 from .diffusion import DiffusionPrior, linear_beta_schedule
 
 __all__ = ["DiffusionConfig", "DiffusionUNet", "timestep_embedding"]
@@ -70,10 +71,7 @@ class DiffusionConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiffusionConfig":
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"config has unknown keys {unknown}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_int, check_positive, check_tensor
+from .checkpoint import config_from_dict
 from ..distributions import StructuredGaussian
 
 __all__ = ["HVAEConfig", "HierarchicalVAE", "LatentGroup"]
@@ -91,11 +92,7 @@ class HVAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "HVAEConfig":
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ValueError(f"config has unknown keys {unknown}")
-        return cls(**known)
+        return config_from_dict(cls, d)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_choice, check_int, check_tensor
+from .checkpoint import config_from_dict
 from ..distributions import StructuredGaussian, num_offdiag, soft_clip_log_diag
 
 COVARIANCES = ("structured", "diagonal", "identity")
@@ -79,11 +80,7 @@ class SUPNConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SUPNConfig":
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ValueError(f"config has unknown keys {unknown}")
-        return cls(**known)
+        return config_from_dict(cls, d)
 
 
 def _coarse_size(size: int, levels: int) -> int:

@@ -15,14 +15,16 @@ import torch
 from PIL import Image
 
 from bayes_recon.app.cli import main
-from bayes_recon.app.methods import ALL_METHODS, DENOISER_METHODS, DIFFUSION_METHODS, PRIOR_METHODS
+from bayes_recon.app.methods import (ALL_METHODS, DENOISER_METHODS, DIFFUSION_METHODS, HVAE_METHODS,
+                                     PRIOR_METHODS)
 from bayes_recon.data import shepp_logan, simulate
 from bayes_recon.operators import FanBeamCT, ParallelBeamCT, tikhonov
 
 FAST = ["--no-progress", "--tv-iterations", "20", "--dip-iterations", "3", "--dip-channels",
         "4", "--evidence-iterations", "2", "--num-samples", "4", "--num-chains", "1",
         "--warmup", "2", "--map-iterations", "2", "--z-steps", "2", "--x-steps", "2",
-        "--restarts", "1", "--map-steps", "2", "--max-tree-depth", "2", "--diffusion-steps", "3"]
+        "--restarts", "1", "--map-steps", "2", "--max-tree-depth", "2", "--diffusion-steps", "3",
+        "--pnp-iterations", "2", "--svi-steps", "3"]
 
 
 def _run(capsys, *argv):
@@ -97,6 +99,7 @@ def test_sparse_matrix_operator_from_file(tmp_path, capsys):
 def test_every_method_runs_on_a_fan_beam_measurement(tmp_path, capsys, fan_sino, method):
     path, op, _ = fan_sino
     prior = (["--prior", "digits-diffusion"] if method in DIFFUSION_METHODS else
+             ["--prior", "digits-hvae"] if method in HVAE_METHODS else
              ["--prior", "digits-supn"] if method in PRIOR_METHODS else [])
     out = tmp_path / "run"
     code, text = _run(capsys, "--measurement", str(path), "--problem", "ct-fan", "--size", "28",
@@ -121,6 +124,7 @@ def test_methods_run_on_a_parallel_beam_measurement(tmp_path, capsys, method):
     op = ParallelBeamCT(28, 12)
     np.save(tmp_path / "s.npy", simulate(op, shepp_logan(28), 0.05, seed=0).y[0, 0].numpy())
     prior = (["--prior", "digits-diffusion"] if method in DIFFUSION_METHODS else
+             ["--prior", "digits-hvae"] if method in HVAE_METHODS else
              ["--prior", "digits-supn"] if method in PRIOR_METHODS else [])
     code, text = _run(capsys, "--measurement", str(tmp_path / "s.npy"), "--problem", "ct",
                       "--size", "28", "--method", method, "--out", str(tmp_path / "run"),

@@ -141,7 +141,8 @@ class MethodSettings:
         posteriors, gmrf); None takes 200 (SUPN), 8 (dps, diffpir), 100 (hvae-svi),
         ``dip.num_samples`` (DIP) or 1000 (gmrf).
     num_chains : int
-        Chains of ``nuts``/``laplace`` and independent runs groups of ``dps``/``diffpir``.
+        Chains of ``nuts``/``laplace``, independent runs groups of ``dps``/``diffpir``,
+        independent SVI fits of ``hvae-svi``.
     dip : LinearisedDIPConfig
         DIP fit settings shared by every DIP method (``tv_weight``,
         ``tv_scale``, ``iterations``, ``lr``, ``input``, ``network``) and the

@@ -31,6 +31,7 @@ from ..models.hvae_program import (check_hvae_inputs, check_temperature,
                                    hierarchical_collapsed_model, latent_site_names)
 from ..posterior import Posterior
 from ._rng import pyro_seed
+from .diffusion import _residual_norm
 from .hvae import HVAEMAPConfig, hvae_map_estimate
 
 __all__ = ["HVAEPosteriorConfig", "hvae_posterior"]
@@ -134,8 +135,7 @@ def hvae_posterior(y: torch.Tensor, op, prior, noise_std: float, num_samples: in
     start = hvae_map_estimate(y, op, prior, sigma, "pnp-hvae", cfg.start, progress=False)
     names = latent_site_names(prior)
     dtype = prior.stem.weight.dtype
-    y_model = y.to(torch.complex64 if y.is_complex() else dtype) if dtype == torch.float32 else y
-    args = (y_model, op, prior, sigma, temps)
+    args = (y, op, prior, sigma, temps)  # ImageMarginal evaluates in float64 whatever y's dtype
     params = list(prior.parameters())
     flags = [p.requires_grad for p in params]
     chains_z, histories = [], []
@@ -176,9 +176,8 @@ def hvae_posterior(y: torch.Tensor, op, prior, noise_std: float, num_samples: in
         raise FloatingPointError("hvae-svi produced non-finite samples")
     m = math.prod(op.range_shape) * (2 if op.complex_range else 1)
     with torch.no_grad():
-        r = op(samples.flatten(0, 1).to(torch.float64)) - y.to(
-            torch.complex128 if y.is_complex() else torch.float64)
-        misfit = (r.abs().square() if r.is_complex() else r.square()).flatten(1).sum(1).sqrt()
+        y64 = y.to(torch.complex128 if y.is_complex() else torch.float64)
+        misfit = _residual_norm(y64, op, samples.flatten(0, 1).to(torch.float64))
     misfit = (misfit / (sigma * math.sqrt(m))).reshape(num_chains, num_samples)
     return Posterior(samples, z=torch.stack(zs).to(dtype),
                      sample_stats={"data_misfit": misfit.cpu().numpy()}, method="hvae-svi",

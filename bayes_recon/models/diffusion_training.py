@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 from .._validation import check_positive, check_tensor
 from .diffusion import DiffusionPrior
 from .diffusion_unet import DiffusionUNet
-from .step_training import (BatchStream, StepTrainConfig, load_step_checkpoint,
-                            save_step_checkpoint, set_warmup_lr)
+from .step_training import (StepTrainConfig, save_step_checkpoint, set_warmup_lr,
+                            start_or_resume)
 
 __all__ = ["DiffusionTrainConfig", "DiffusionTrainResult", "train_diffusion", "diffusion_loss",
            "evaluate_diffusion_loss", "denoising_mse"]
@@ -140,14 +140,10 @@ def train_diffusion(model: DiffusionUNet, train_data: torch.Tensor, val_data: to
     history: list[dict] = []
     step = 0
     ckpt = Path(checkpoint_dir) / "checkpoint" if checkpoint_dir is not None else None
-    resumed = load_step_checkpoint(ckpt, model, opt, gen) if ckpt is not None else None
-    if resumed is not None:  # the epoch's order continues where it stopped
-        tensors, meta = resumed
+    stream, tensors, meta = start_or_resume(ckpt, model, opt, gen, train_data, cfg)
+    if meta is not None:  # the epoch's order continues where it stopped
         ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
         history, step = meta["history"], meta["step"]
-        stream = BatchStream(train_data, cfg, gen, tensors["perm"], meta["pos"])
-    else:
-        stream = BatchStream(train_data, cfg, gen)
     bar = tqdm(range(step, cfg.steps), desc="train diffusion", disable=not progress,
                initial=step, total=cfg.steps)
     running = math.nan

@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 
 from .._validation import check_int, check_positive, check_tensor
 from .hvae import HierarchicalVAE
-from .step_training import (BatchStream, StepTrainConfig, load_step_checkpoint,
-                            save_step_checkpoint, set_warmup_lr)
+from .step_training import (StepTrainConfig, save_step_checkpoint, set_warmup_lr,
+                            start_or_resume)
 from .training import bits_per_pixel
 
 __all__ = ["HVAETrainConfig", "HVAETrainResult", "train_hvae", "evaluate_hvae_nll"]
@@ -117,14 +117,10 @@ def train_hvae(model: HierarchicalVAE, train_data: torch.Tensor, val_data: torch
     best_state, best_val = copy.deepcopy(model.state_dict()), math.inf
     step = 0
     ckpt = Path(checkpoint_dir) / "checkpoint" if checkpoint_dir is not None else None
-    resumed = load_step_checkpoint(ckpt, model, opt, gen) if ckpt is not None else None
-    if resumed is not None:
-        tensors, meta = resumed
+    stream, tensors, meta = start_or_resume(ckpt, model, opt, gen, train_data, cfg)
+    if meta is not None:
         best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
         history, step, best_val = meta["history"], meta["step"], meta["best_val_bpp"]
-        stream = BatchStream(train_data, cfg, gen, tensors["perm"], meta["pos"])
-    else:
-        stream = BatchStream(train_data, cfg, gen)
     bar = tqdm(range(step, cfg.steps), desc="train hvae", disable=not progress,
                initial=step, total=cfg.steps)
     running = math.nan

@@ -18,7 +18,7 @@ from .checkpoint import load_tensors, save_tensors
 from .training import _load_optimizer, _optimizer_tensors, augment
 
 __all__ = ["StepTrainConfig", "BatchStream", "random_flips", "set_warmup_lr",
-           "save_step_checkpoint", "load_step_checkpoint"]
+           "save_step_checkpoint", "load_step_checkpoint", "start_or_resume"]
 
 
 @dataclass
@@ -133,3 +133,15 @@ def load_step_checkpoint(path: Path, model, opt, generator: torch.Generator):
     _load_optimizer(opt, tensors, meta["optimizer"])
     generator.set_state(tensors["generator_state"])
     return tensors, meta
+
+
+def start_or_resume(path, model, opt, generator: torch.Generator, train_data: torch.Tensor,
+                    config: StepTrainConfig):
+    """``(stream, tensors, meta)``: resumed from the checkpoint at ``path`` if there is one
+    (``tensors``/``meta`` then hold its extras and history), else a fresh stream and
+    ``({}, None)``. ``path`` None never resumes."""
+    resumed = load_step_checkpoint(path, model, opt, generator) if path is not None else None
+    if resumed is None:
+        return BatchStream(train_data, config, generator), {}, None
+    tensors, meta = resumed
+    return BatchStream(train_data, config, generator, tensors["perm"], meta["pos"]), tensors, meta

@@ -44,6 +44,7 @@ from ..distributions.stencil import (
     num_spatial_offdiag,
     spatial_offsets,
 )
+from .preconditioned import PrecisionReference, preconditioned_terms
 from .program import check_reconstruction_inputs
 from ..operators import LinearOperator
 
@@ -60,6 +61,8 @@ __all__ = [
     "choose_evidence_method",
     "decode64",
     "gram_matrix",
+    "dense_precision",
+    "dense_posterior_cholesky",
 ]
 
 EVIDENCE_METHODS = ("auto", "dense", "slq")
@@ -90,6 +93,15 @@ class SLQConfig:
     seed : int
         Seeds the probes: the estimate is a deterministic, smooth function of
         ``z`` (what HMC needs), and the same seed gives the same number.
+    preconditioner : PrecisionReference, optional
+        A dense factor of ``P`` at a reference latent
+        (:class:`~bayes_recon.models.preconditioned.PrecisionReference`): the
+        log-determinant becomes ``log|P̂| + tr(E)`` (exact) plus a probe
+        estimate of ``tr(log M − E)`` for the whitened ``M = L̂⁻¹PL̂⁻ᵀ = I + E``,
+        and the solve is CG preconditioned by ``P̂``
+        (:mod:`bayes_recon.models.preconditioned`). Then ``lanczos_iterations``
+        is the step budget of each solve, run until ``cg_tolerance``, and
+        ``num_probes`` must be at least 2.
     """
 
     num_probes: int = 16
@@ -97,9 +109,13 @@ class SLQConfig:
     cg_tolerance: float = 1e-6
     max_cg_iterations: int = 1000
     seed: int = 0
+    preconditioner: PrecisionReference | None = None
 
     def __post_init__(self):
-        check_int("num_probes", self.num_probes, minimum=1)
+        if self.preconditioner is not None and not isinstance(self.preconditioner, PrecisionReference):
+            raise TypeError(f"preconditioner must be a PrecisionReference or None, "
+                            f"got {type(self.preconditioner).__name__}")
+        check_int("num_probes", self.num_probes, minimum=2 if self.preconditioner is not None else 1)
         check_int("lanczos_iterations", self.lanczos_iterations, minimum=2)
         check_positive("cg_tolerance", self.cg_tolerance)
         check_int("max_cg_iterations", self.max_cg_iterations, minimum=self.lanczos_iterations)
@@ -223,9 +239,39 @@ def _cholesky_p(lam, op, noise_precision):
     return chol
 
 
+def dense_precision(w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Dense ``Λ = Σ_i u_i u_iᵀ`` ``(B, N, N)`` from factor rows ``w`` ``(B, N, R)``, ``idx`` ``(N, R)``.
+
+    Scatters the ``N·R²`` products of each row's weights (no ``N × N`` factor
+    product: 64²: 0.1 s instead of 3.5 s for ``UᵀU``).
+    """
+    batch, n = w.shape[0], idx.shape[0]
+    rows = idx[:, :, None].expand(-1, -1, idx.shape[1])
+    cols = idx[:, None, :].expand(-1, idx.shape[1], -1)
+    bidx = torch.arange(batch, device=w.device)[:, None, None, None]
+    lam = torch.zeros(batch, n, n, dtype=w.dtype, device=w.device)
+    return lam.index_put_((bidx, rows, cols), w[..., :, None] * w[..., None, :], accumulate=True)
+
+
+def dense_posterior_cholesky(w: torch.Tensor, idx: torch.Tensor, op, noise_precision: torch.Tensor):
+    """Lower Cholesky factor ``(B, N, N)`` of ``P = Λ + s·AᵀA`` (the one factorisation of ``P``).
+
+    ``w`` ``(B, N, R)`` and ``idx`` ``(N, R)`` are the factor rows of
+    :func:`_factor_rows`, ``noise_precision`` ``s`` is ``(B,)``. Used by the
+    dense evidence, :class:`~bayes_recon.models.preconditioned.PrecisionReference`
+    and :class:`~bayes_recon.models.exact_conditional.GaussianImagePosterior`.
+
+    Raises
+    ------
+    NotPositiveDefiniteError
+    """
+    return _cholesky_p(dense_precision(w, idx), op, noise_precision)
+
+
 def _dense_terms_autograd(dist, op, noise_precision, b):
     """``log|P|``, ``bᵀP⁻¹b`` by autograd through the dense ``Λ`` and Cholesky (twice differentiable)."""
-    chol = _cholesky_p(dist.to_dense_precision(), op, noise_precision)
+    idx, w = _factor_rows(dist)
+    chol = _cholesky_p(dense_precision(w, idx), op, noise_precision)
     logdet_p = 2.0 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
     v = torch.linalg.solve_triangular(chol, b.unsqueeze(-1), upper=False).squeeze(-1)
     return logdet_p, v.square().sum(-1)
@@ -278,13 +324,7 @@ class _DenseTerms(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w, noise_precision, b, idx, op):
-        batch, n = b.shape
-        rows = idx[:, :, None].expand(-1, -1, idx.shape[1])
-        cols = idx[:, None, :].expand(-1, idx.shape[1], -1)
-        bidx = torch.arange(batch, device=b.device)[:, None, None, None]
-        lam = torch.zeros(batch, n, n, dtype=torch.float64, device=b.device)
-        lam.index_put_((bidx, rows, cols), w[..., :, None] * w[..., None, :], accumulate=True)  # Σ u_i u_iᵀ
-        chol = _cholesky_p(lam, op, noise_precision)
+        chol = dense_posterior_cholesky(w, idx, op, noise_precision)
         v = torch.cholesky_solve(b.unsqueeze(-1), chol).squeeze(-1)
         ctx.save_for_backward(w, noise_precision, v, chol, idx)
         ctx.op = op
@@ -319,6 +359,12 @@ def _dense_terms(dist, op, noise_precision, b):
 
 
 def _slq_terms(dist, op, noise_precision, b, slq: SLQConfig):
+    if slq.preconditioner is not None:
+        if slq.preconditioner.op is not op:
+            raise ValueError("slq.preconditioner was built for another operator")
+        idx, w = _factor_rows(dist)
+        est = preconditioned_terms(w, idx, noise_precision, b, slq.preconditioner, slq)
+        return est.log_det, est.inv_quad
     pop = PosteriorPrecisionOperator(dist.log_diag, dist.off_diag, noise_precision,
                                      radius=dist.radius, op=op)
     with torch.random.fork_rng(devices=[] if b.device.type == "cpu" else [b.device]), \

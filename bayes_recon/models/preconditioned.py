@@ -1,0 +1,366 @@
+"""``log|P(z)|`` and ``bᵀP(z)⁻¹b`` from a dense reference factor: preconditioner and control variate.
+
+Near the collapsed MAP ``ẑ`` the posterior precision ``P(z) = Λ(z) + s·AᵀA``
+(``s = 1/σ²``) changes little, so one dense Cholesky ``P̂ = P(ẑ) = L̂L̂ᵀ``
+serves every later evaluation. With the whitened matrix
+``M = L̂⁻¹ P(z) L̂⁻ᵀ`` (eigenvalues close to one) and ``E = M − I``,
+
+    log|P(z)| = log|P̂| + tr(E) + tr(log M − E)
+
+* ``log|P̂|`` is the reference's exact log-determinant;
+* ``tr(E) = tr(P̂⁻¹Λ(z)) + s·tr(P̂⁻¹AᵀA) − N`` is computed exactly from
+  ``P̂⁻¹`` gathered on the stencil (the first-order control variate);
+* only the remainder ``tr(log M − E) ≈ −½‖E‖_F²`` is estimated, by
+  Hutchinson probes and Lanczos quadrature on ``M`` — a matrix so well
+  conditioned that Lanczos converges in a few steps (patches64-supn, 64² CT at
+  60 angles, latents 0.1 away from the reference: eigenvalues 0.87–1.15,
+  ``‖log M − E‖_F = 0.08`` against ``‖log P‖_F ≈ 475`` for plain SLQ).
+
+The same Lanczos run started at ``L̂⁻¹b`` gives the solve ``bᵀP⁻¹b``
+(preconditioned CG in Lanczos form). The probes are drawn from a generator
+seeded by ``SLQConfig.seed`` on every call, so the estimate is a
+deterministic, smooth function of ``z`` (a valid HMC target, the *surrogate*)
+whose error is reported per call (:class:`LogDetEstimate`) and, in
+:func:`~bayes_recon.inference.sample_posterior`, removed by importance
+weights against the exact dense log-density.
+
+The gradient is the adjoint one of :class:`~bayes_recon.models.marginal`'s
+dense path with ``P⁻¹`` replaced by ``P̂⁻¹`` (exact) plus a probe estimate of
+``P⁻¹ − P̂⁻¹ = L̂⁻ᵀ(M⁻¹ − I)L̂⁻¹``. It is not the exact derivative of the
+surrogate value; HMC stays exact for its target because the leapfrog map is
+volume preserving and reversible for any force and the Metropolis test uses
+the value.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from ..operators import LinearOperator
+from ..operators.cg import CGConvergenceWarning
+
+__all__ = ["PrecisionReference", "LogDetEstimate", "preconditioned_terms"]
+
+
+@dataclass(frozen=True, eq=False)
+class PrecisionReference:
+    """A dense float64 factor of the posterior precision at a reference latent.
+
+    Build it with :meth:`from_distribution`; give it to
+    :class:`~bayes_recon.models.marginal.SLQConfig` (``preconditioner=``) to make
+    the SLQ path preconditioned, with a control variate. One reference serves
+    every batch element (they share ``op``).
+
+    Attributes
+    ----------
+    chol : torch.Tensor
+        ``(N, N)`` lower Cholesky factor ``L̂`` of ``P̂ = Λ̂ + ŝ·AᵀA``.
+    log_det : torch.Tensor
+        ``log|P̂|``, scalar.
+    stencil_covariance : torch.Tensor
+        ``(N, R, R)``: ``P̂⁻¹`` at the stencil pairs of each row of the factor
+        (``P̂⁻¹[idx[i, r], idx[i, t]]``, ``idx`` from the factor's rows).
+    index : torch.Tensor
+        ``(N, R)`` column indices of the factor rows (the stencil).
+    trace_gram : float
+        ``tr(P̂⁻¹AᵀA)``.
+    noise_precision : float
+        ``ŝ = 1/σ̂²`` of the reference.
+    op : LinearOperator
+    radius : int
+        Stencil radius of the prior it was built from.
+    """
+
+    chol: torch.Tensor
+    log_det: torch.Tensor
+    stencil_covariance: torch.Tensor
+    index: torch.Tensor
+    trace_gram: float
+    noise_precision: float
+    op: LinearOperator
+    radius: int
+
+    @property
+    def num_pixels(self) -> int:
+        return self.chol.shape[-1]
+
+    @classmethod
+    def from_distribution(cls, dist, op: LinearOperator, noise_std: float) -> "PrecisionReference":
+        """Factor ``P = Λ + AᵀA/σ²`` of a decoded prior ``dist`` (batch shape ``(1,)``) densely.
+
+        Costs one ``N × N`` Cholesky and one inverse (64²: about 3 s on one core).
+
+        Raises
+        ------
+        ValueError
+            ``dist`` has more than one batch element.
+        NotPositiveDefiniteError
+            ``P`` is not positive definite.
+        """
+        from .marginal import _factor_rows, dense_posterior_cholesky, gram_matrix
+
+        if tuple(dist.batch_shape) != (1,):
+            raise ValueError(f"dist must have batch shape (1,), got {tuple(dist.batch_shape)}")
+        if not isinstance(op, LinearOperator):
+            raise TypeError(f"op must be a bayes_recon LinearOperator, got {type(op).__name__}")
+        s = float(noise_std) ** -2
+        with torch.no_grad():
+            f64 = torch.float64
+            ld, off = dist.log_diag.detach().to(f64), dist.off_diag.detach().to(f64)
+            dist = type(dist)(dist.loc.detach().to(f64), ld, off, dist.radius, validate_args=False)
+            idx, w = _factor_rows(dist)
+            sv = torch.full((1,), s, dtype=f64, device=ld.device)
+            chol = dense_posterior_cholesky(w, idx, op, sv)[0]
+            cov = torch.cholesky_inverse(chol)
+            sel = cov[idx[:, :, None], idx[:, None, :]]  # (N, R, R)
+            tr_lam = torch.einsum("nr,nrt,nt->", w[0], sel, w[0])
+            n = chol.shape[-1]
+            trace_gram = float((n - tr_lam) / s)  # tr(P̂⁻¹AᵀA) = (N − tr(P̂⁻¹Λ̂))/ŝ
+            del cov
+            gram_matrix(op, f64, ld.device)  # keep the cache warm for the exact checks
+        return cls(chol=chol, log_det=2.0 * chol.diagonal().log().sum(), stencil_covariance=sel,
+                   index=idx, trace_gram=trace_gram, noise_precision=s, op=op, radius=dist.radius)
+
+
+@dataclass(frozen=True)
+class LogDetEstimate:
+    """One preconditioned evaluation of :func:`preconditioned_terms`.
+
+    Attributes
+    ----------
+    log_det : torch.Tensor
+        ``(B,)`` estimate of ``log|P(z)|``.
+    inv_quad : torch.Tensor
+        ``(B,)`` ``bᵀP⁻¹b`` (Lanczos solve to ``cg_tolerance``).
+    variance : torch.Tensor
+        ``(B,)`` variance of ``log_det`` over probe draws: the sample
+        variance of the per-probe remainders divided by their number.
+    control_variate : torch.Tensor
+        ``(B,)`` the exactly computed part ``log|P̂| + tr(E)``.
+    iterations : int
+        Lanczos steps taken (the largest over right-hand sides).
+    relative_residual : float
+        Largest relative residual of the solves ``M⁻¹g`` and ``M⁻¹L̂⁻¹b``.
+    converged : bool
+    """
+
+    log_det: torch.Tensor
+    inv_quad: torch.Tensor
+    variance: torch.Tensor
+    control_variate: torch.Tensor
+    iterations: int
+    relative_residual: float
+    converged: bool
+
+
+# ----------------------------------------------------------------- kernels
+def _stencil_matvec(w, idx, v):
+    """``Λv = UᵀUv`` for ``v`` ``(B, K, N)`` with factor rows ``w`` ``(B, N, R)``: ``(B, K, N)``."""
+    uv = (w[:, None] * v[..., idx]).sum(-1)  # (U v)_i = Σ_r w_ir v_idx(i,r)
+    out = torch.zeros_like(v)
+    contrib = (w[:, None] * uv[..., None]).flatten(-2)  # row i of U scatters u_i (Uv)_i
+    return out.scatter_add_(-1, idx.flatten().expand(*v.shape[:-1], -1), contrib)
+
+
+def _gram_matvec(op, v):
+    """``AᵀA v`` for ``v`` ``(B, K, N)``."""
+    shape = v.shape
+    return op.normal(v.reshape(-1, *op.domain_shape)).reshape(shape)
+
+
+class _Whitened:
+    """``M = L̂⁻¹ (Λ(z) + s·AᵀA) L̂⁻ᵀ`` on ``(B, K, N)`` blocks."""
+
+    def __init__(self, ref: PrecisionReference, w, s):
+        self.ref, self.w, self.s = ref, w, s
+
+    def unwhiten(self, v):  # L̂⁻ᵀ v
+        b, k, n = v.shape
+        flat = v.reshape(-1, n).T
+        return torch.linalg.solve_triangular(self.ref.chol.mT, flat, upper=True).T.reshape(b, k, n)
+
+    def whiten(self, v):  # L̂⁻¹ v
+        b, k, n = v.shape
+        flat = v.reshape(-1, n).T
+        return torch.linalg.solve_triangular(self.ref.chol, flat, upper=False).T.reshape(b, k, n)
+
+    def precision(self, u):  # P(z) u
+        return _stencil_matvec(self.w, self.ref.index, u) + self.s[:, None, None] * _gram_matvec(self.ref.op, u)
+
+    def __call__(self, v):
+        return self.whiten(self.precision(self.unwhiten(v)))
+
+
+def _lanczos(matvec, v0, tol, max_iter):
+    """Lanczos with full reorthogonalisation, run until each solve ``M⁻¹v0`` meets ``tol``.
+
+    ``v0`` ``(B, K, N)``. Returns per right-hand side its step count ``k``,
+    the tridiagonal ``T`` ``(B, K, max_k, max_k)`` (valid in its top-left
+    ``k × k`` block), the basis ``Q`` ``(B, K, max_k, N)``, ``‖v0‖`` and the
+    relative residuals of the solves at ``k``.
+    """
+    norm0 = v0.norm(dim=-1)  # (B, K)
+    q = v0 / norm0[..., None]
+    basis, alphas, betas = [q], [], []
+    steps = torch.zeros(norm0.shape, dtype=torch.long, device=v0.device)
+    resid = torch.full(norm0.shape, float("inf"), dtype=v0.dtype, device=v0.device)
+    done = torch.zeros(norm0.shape, dtype=torch.bool, device=v0.device)
+    tiny = torch.finfo(v0.dtype).tiny
+    for j in range(max_iter):
+        r = matvec(basis[-1])
+        alpha = (basis[-1] * r).sum(-1)
+        qs = torch.stack(basis, -2)  # (B, K, j+1, N)
+        for _ in range(2):  # classical Gram–Schmidt twice against the whole basis
+            r = r - (qs * (qs * r[..., None, :]).sum(-1, keepdim=True)).sum(-2)
+        beta = r.norm(dim=-1)
+        alphas.append(alpha)
+        betas.append(beta)
+        # Residual of the Lanczos solve after j+1 steps: β_{j+1} |e_{j+1}ᵀ T⁻¹ e_1|.
+        t = _tridiagonal(torch.stack(alphas, -1), torch.stack(betas[:-1], -1) if j else None)
+        e1 = torch.zeros(*t.shape[:-1], 1, dtype=t.dtype, device=t.device)
+        e1[..., 0, 0] = 1.0
+        last = torch.linalg.solve(t, e1)[..., -1, 0].abs()
+        now = beta * last
+        newly = ~done & (now <= tol)
+        steps = torch.where(newly, j + 1, steps)
+        resid = torch.where(~done, now, resid)
+        done = done | newly
+        if bool(done.all()):
+            break
+        basis.append(r / beta.clamp_min(tiny)[..., None])
+    steps = torch.where(done, steps, len(alphas))
+    t = _tridiagonal(torch.stack(alphas, -1), torch.stack(betas[:-1], -1) if len(alphas) > 1 else None)
+    qs = torch.stack(basis[:len(alphas)], -2)
+    return steps, t, qs, norm0, resid, bool(done.all())
+
+
+def _tridiagonal(alpha, beta):
+    t = torch.diag_embed(alpha)
+    if beta is not None:
+        t = t + torch.diag_embed(beta, 1) + torch.diag_embed(beta, -1)
+    return t
+
+
+def _quadrature(steps, t, qs, norm0):
+    """Per right-hand side: ``v0ᵀ(log M − M + I)v0`` and ``M⁻¹v0`` from its own ``k`` Lanczos steps."""
+    b, k = steps.shape
+    remainder = torch.zeros(b, k, dtype=t.dtype, device=t.device)
+    solves = torch.zeros(b, k, qs.shape[-1], dtype=t.dtype, device=t.device)
+    for i in range(b):
+        for j in range(k):
+            m = int(steps[i, j])
+            theta, vec = torch.linalg.eigh(t[i, j, :m, :m])
+            tau2 = vec[0].square()
+            dev = theta - 1.0
+            remainder[i, j] = norm0[i, j] ** 2 * (tau2 * (torch.log1p(dev) - dev)).sum()
+            coef = (vec * (vec[0] / theta)).sum(-1) * norm0[i, j]  # T⁻¹e₁‖v0‖ in the basis
+            solves[i, j] = coef @ qs[i, j, :m]
+    return remainder, solves
+
+
+class _PreconditionedTerms(torch.autograd.Function):
+    """``(log|P|, bᵀP⁻¹b)`` from factor rows ``w``, ``s`` and ``b`` with a reference; adjoint backward."""
+
+    @staticmethod
+    def forward(ctx, w, noise_precision, b, ref, probes, tol, max_iter, record):
+        batch = b.shape[0]
+        mat = _Whitened(ref, w, noise_precision)
+        g = probes.expand(batch, -1, -1)  # (B, K, N)
+        v0 = torch.cat([g, mat.whiten(b[:, None, :])], 1)
+        steps, t, qs, norm0, resid, converged = _lanczos(mat, v0, tol, max_iter)
+        rem, sol = _quadrature(steps, t, qs, norm0)
+        k = probes.shape[1]
+        # Exact first-order part: tr(P̂⁻¹Λ) + s·tr(P̂⁻¹AᵀA) − N.
+        q_w = torch.einsum("nrt,bnt->bnr", ref.stencil_covariance, w)
+        tr_e = (w * q_w).sum((-2, -1)) + noise_precision * ref.trace_gram - ref.num_pixels
+        cv = ref.log_det + tr_e
+        per_probe = rem[:, :k]
+        logdet = cv + per_probe.mean(1)
+        variance = per_probe.var(1) / k
+        inv_quad = rem.new_zeros(batch) + (mat.whiten(b[:, None, :])[:, 0] * sol[:, k]).sum(-1)
+        v = mat.unwhiten(sol[:, k:])[:, 0]  # P⁻¹b
+        a = mat.unwhiten(g)  # L̂⁻ᵀg
+        c = mat.unwhiten(sol[:, :k])  # L̂⁻ᵀM⁻¹g
+        ctx.save_for_backward(w, noise_precision, v, a, c - a, q_w)
+        ctx.ref = ref
+        record.update(variance=variance.detach(), control_variate=cv.detach(), iterations=int(steps.max()),
+                      relative_residual=float(resid.max() / 1.0), converged=converged)
+        return logdet, inv_quad
+
+    @staticmethod
+    def backward(ctx, g_logdet, g_quad):
+        if torch.is_grad_enabled():
+            raise RuntimeError("the preconditioned collapsed likelihood's adjoint gradient is once "
+                               "differentiable; for second derivatives use finite differences of it")
+        w, s, v, a, d, q_w = ctx.saved_tensors
+        ref = ctx.ref
+        idx = ref.index
+        k = a.shape[1]
+        # tr((P⁻¹ − P̂⁻¹) dP) ≈ mean_k dᵀ dP a with d = L̂⁻ᵀ(M⁻¹ − I)g, a = L̂⁻ᵀg.
+        ua = (w[:, None] * a[..., idx]).sum(-1, keepdim=True)  # (B, K, N, 1)
+        ud = (w[:, None] * d[..., idx]).sum(-1, keepdim=True)
+        stoch_w = (d[..., idx] * ua + a[..., idx] * ud).mean(1)  # (B, N, R)
+        stoch_s = (d * _gram_matvec(ref.op, a)).sum(-1).mean(1)
+        v_idx = v[:, idx]
+        uv = (w * v_idx).sum(-1, keepdim=True)
+        grad_w = g_logdet[:, None, None] * (2.0 * q_w + stoch_w) - 2.0 * g_quad[:, None, None] * uv * v_idx
+        v_gram_v = (_gram_matvec(ref.op, v[:, None])[:, 0] * v).sum(-1)
+        grad_s = g_logdet * (ref.trace_gram + stoch_s) - g_quad * v_gram_v
+        del k
+        return grad_w, grad_s, 2.0 * g_quad[:, None] * v, None, None, None, None, None
+
+
+def probe_vectors(num_pixels: int, num_probes: int, seed: int, dtype, device) -> torch.Tensor:
+    """Gaussian probes ``(1, K, N)`` from a generator seeded with ``seed`` on ``device``."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    return torch.randn(1, num_probes, num_pixels, generator=gen, dtype=dtype, device=device)
+
+
+def preconditioned_terms(w, idx, noise_precision, b, ref: PrecisionReference, slq) -> LogDetEstimate:
+    """``log|P|`` and ``bᵀP⁻¹b`` for factor rows ``w`` ``(B, N, R)`` (stencil ``idx`` ``(N, R)``).
+
+    Parameters
+    ----------
+    w : torch.Tensor
+        ``(B, N, R)`` float64 factor rows (differentiable).
+    idx : torch.Tensor
+        ``(N, R)``: must equal the reference's stencil.
+    noise_precision : torch.Tensor
+        ``(B,)`` ``s = 1/σ²`` (differentiable).
+    b : torch.Tensor
+        ``(B, N)`` ``s·Aᵀr`` (differentiable).
+    ref : PrecisionReference
+    slq : SLQConfig
+        ``num_probes`` (≥ 2), ``seed``, ``cg_tolerance`` (relative residual of
+        every Lanczos solve) and ``lanczos_iterations`` (the step budget).
+
+    Returns
+    -------
+    LogDetEstimate
+        ``log_det`` and ``inv_quad`` keep the autograd graph.
+
+    Warns
+    -----
+    CGConvergenceWarning
+        A solve stopped at ``lanczos_iterations`` steps above ``cg_tolerance``.
+    """
+    if idx.shape != ref.index.shape or not torch.equal(idx, ref.index):
+        raise ValueError("the prior's stencil does not match the reference's (built from another prior?)")
+    if slq.num_probes < 2:
+        raise ValueError(f"the preconditioned estimator needs num_probes >= 2 (for its variance), "
+                         f"got {slq.num_probes}")
+    probes = probe_vectors(ref.num_pixels, slq.num_probes, slq.seed, torch.float64, b.device)
+    record: dict = {}
+    logdet, quad = _PreconditionedTerms.apply(w, noise_precision, b, ref, probes, slq.cg_tolerance,
+                                              slq.lanczos_iterations, record)
+    if not record["converged"]:
+        warnings.warn(
+            f"preconditioned Lanczos stopped at {record['iterations']} steps with relative residual "
+            f"{record['relative_residual']:.2e} > cg_tolerance={slq.cg_tolerance:g}: the latent is far "
+            "from the reference (rebuild the PrecisionReference nearer) or raise lanczos_iterations",
+            CGConvergenceWarning, stacklevel=3,
+        )
+    return LogDetEstimate(log_det=logdet, inv_quad=quad, **record)

@@ -42,8 +42,8 @@ import torch
 
 from bayes_recon import operators as ops
 from bayes_recon.data import digits, natural_patches, simulate
-from bayes_recon.inference.collapsed import SLQConfig, collapsed_log_likelihood, decode64
-from bayes_recon.inference.gaussian_posterior import GaussianImagePosterior, XSolverConfig
+from bayes_recon.models.marginal import SLQConfig, collapsed_log_likelihood, decode64
+from bayes_recon.models.exact_conditional import GaussianImagePosterior, XSolverConfig
 from bayes_recon.inference.map import MAP_METHODS, MAPConfig, map_estimate
 from bayes_recon.inference.sampling import HESSIAN_WARMUP, SamplingConfig, sample_posterior
 from bayes_recon.metrics import psnr

@@ -18,7 +18,7 @@ from pyro.infer.mcmc.util import initialize_model
 
 from bayes_recon import operators as ops
 from bayes_recon.inference._rng import pyro_seed
-from bayes_recon.inference.collapsed import decode64
+from bayes_recon.models.marginal import decode64
 from bayes_recon.inference.sampling import SamplingConfig, _run_nuts, latent_hessian
 from bayes_recon.models import CollapsedMarginal, collapsed_model
 

@@ -13,13 +13,13 @@ import torch
 
 from bayes_recon import operators as ops
 from bayes_recon.data import digits, simulate
-from bayes_recon.inference.collapsed import (
+from bayes_recon.models.marginal import (
     SLQConfig,
     collapsed_log_likelihood,
     collapsed_log_posterior,
     decode64,
 )
-from bayes_recon.inference.gaussian_posterior import GaussianImagePosterior, XSolverConfig
+from bayes_recon.models.exact_conditional import GaussianImagePosterior, XSolverConfig
 from bayes_recon.inference.latent_map import collapsed_map
 from bayes_recon.inference.map import MAP_METHODS, MAPConfig, joint_objective, map_estimate
 from bayes_recon.inference.sampling import SamplingConfig, latent_hessian, sample_posterior

@@ -30,8 +30,8 @@ from bayes_recon.inference import map as map_module
 from bayes_recon.inference import nuts as nuts_module
 from bayes_recon.inference import sampling as sampling_module
 from bayes_recon.inference._rng import pyro_seed
-from bayes_recon.inference.collapsed import SLQConfig, collapsed_log_posterior, decode64
-from bayes_recon.inference.gaussian_posterior import GaussianImagePosterior, XSolverConfig
+from bayes_recon.models.marginal import SLQConfig, collapsed_log_posterior, decode64
+from bayes_recon.models.exact_conditional import GaussianImagePosterior, XSolverConfig
 from bayes_recon.inference.map import MAPConfig, map_estimate
 from bayes_recon.distributions import StructuredGaussian
 from bayes_recon.inference.latent_laplace import psis_weights

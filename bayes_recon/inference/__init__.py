@@ -5,10 +5,10 @@ Every method returns a :class:`Posterior` (or a point estimate), which
 """
 
 from .bootstrap_scale import BootstrapScale, bootstrap_std_scale, scale_spread
-from .collapsed import SLQConfig, collapsed_log_likelihood, collapsed_log_posterior
+from ..models.marginal import SLQConfig, collapsed_log_likelihood, collapsed_log_posterior
 from .diffusion import DIFFUSION_METHODS, DiffPIRConfig, DPSConfig, diffusion_posterior
 from .dip import DIPFit, dip_input, fit_dip, pretrain_dip
-from .gaussian_posterior import GaussianImagePosterior, XSolverConfig
+from ..models.exact_conditional import GaussianImagePosterior, XSolverConfig
 from .gmrf import GMRFConfig, GMRFResult, gmrf_posterior
 from .hvae import HVAE_MAP_METHODS, HVAEMAPConfig, HVAEReconstruction, hvae_map_estimate
 from .hvae_posterior import HVAEPosteriorConfig, hvae_posterior

@@ -6,7 +6,8 @@ The Hessian ``H`` of ``−log p(z | y)`` at the collapsed MAP ``ẑ`` gives
 measured by Pareto-smoothed importance sampling (Vehtari et al. 2024): the
 log ratios ``log p(z | y) − log q(z)`` of the draws go to ArviZ's
 ``az.psislw``, whose shape estimate ``k̂`` says how heavy the tail of the
-weights is (``k̂ > 0.7``: the importance estimate, and the Laplace
+weights is (above :func:`psis_khat_threshold` of the number of draws —
+``min(1 − 1/log₁₀ S, 0.7)`` — the importance estimate, and the Laplace
 approximation, are unreliable; :class:`ImportanceSamplingWarning`).
 """
 
@@ -19,13 +20,43 @@ import arviz as az
 import numpy as np
 import torch
 
-from .collapsed import choose_evidence_method, collapsed_log_posterior
+from ..models.marginal import choose_evidence_method, collapsed_log_posterior
 
 __all__ = ["LaplaceWarning", "ImportanceSamplingWarning", "PSIS_KHAT_THRESHOLD", "PSIS_MIN_DRAWS", "latent_hessian",
-           "laplace_fit", "laplace_draws", "laplace_log_density", "psis_weights"]
+           "laplace_fit", "laplace_draws", "laplace_log_density", "psis_weights", "psis_khat_threshold",
+           "systematic_resample"]
 
-#: ``k̂`` above which PSIS estimates are unreliable (Vehtari et al. 2024, for ≥ 2200 draws).
+#: Largest ``k̂`` threshold (Vehtari et al. 2024, reached from about 2200 draws).
 PSIS_KHAT_THRESHOLD = 0.7
+
+
+def psis_khat_threshold(num_draws: int) -> float:
+    """``min(1 − 1/log₁₀ S, 0.7)``: the ``k̂`` above which ``S`` PSIS draws are unreliable.
+
+    Vehtari et al. (2024), section 3.2: with fewer draws the Pareto tail is
+    estimated from fewer points and a smaller ``k̂`` is already too heavy
+    (0.5 at 100 draws, 0.6 at 316).
+
+    Examples
+    --------
+    >>> round(psis_khat_threshold(100), 3), psis_khat_threshold(10_000)
+    (0.5, 0.7)
+    """
+    if num_draws < 2:
+        raise ValueError(f"num_draws must be >= 2, got {num_draws}")
+    return float(min(1.0 - 1.0 / math.log10(num_draws), PSIS_KHAT_THRESHOLD))
+
+
+def systematic_resample(weights: np.ndarray, num: int, u: float) -> np.ndarray:
+    """Systematic resampling: ``num`` sorted indices with multiplicities ``≈ num·weights``.
+
+    With equal weights every index comes out exactly once (no resampling noise,
+    unlike multinomial draws); ``u`` in ``[0, 1)`` is the one uniform offset.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    edges = np.cumsum(w / w.sum())
+    edges[-1] = 1.0
+    return np.searchsorted(edges, (u + np.arange(num)) / num, side="right").clip(max=w.size - 1)
 #: Fewer finite draws leave ArviZ a Pareto tail of ≤ 4 points: ``k̂`` is not estimated (NaN).
 PSIS_MIN_DRAWS = 30
 
@@ -59,9 +90,12 @@ def _fd_hessian(neg, z: torch.Tensor, eps: float) -> torch.Tensor:
 def latent_hessian(z: torch.Tensor, y, op, prior, noise_std, cfg, return_info: bool = False):
     """Hessian of ``−log p(z | y)`` (collapsed) at ``z`` ``(1, d)``: ``(d, d)`` float64, symmetric.
 
-    Exact (autograd) on the dense path; central differences of the gradient
-    with step ``cfg.hessian_step`` on the SLQ path (whose backward pass is not
-    twice differentiable).
+    Exact (autograd) on the dense path. On the SLQ path (whose backward pass
+    is not twice differentiable) column ``i`` is a finite-difference
+    Hessian-vector product ``(∇(ẑ + εe_i) − ∇(ẑ − εe_i))/2ε`` with
+    ``ε = cfg.hessian_step``: ``2d`` gradients, each cheap once the SLQ is
+    preconditioned by a reference factor at ``ẑ`` (at ``ẑ`` itself the
+    whitened matrix is the identity and the gradient is exact).
 
     Parameters
     ----------
@@ -186,15 +220,27 @@ def psis_weights(log_ratio: np.ndarray):
     return weights, khat, int((~finite).sum())
 
 
-def warn_khat(khat: float, method: str) -> bool:
-    """Warn :class:`ImportanceSamplingWarning` when ``k̂ > 0.7``; return whether it did."""
-    if khat > PSIS_KHAT_THRESHOLD:
-        warnings.warn(
-            f"PSIS k̂ = {khat:.2f} > {PSIS_KHAT_THRESHOLD} for the Laplace approximation of p(z|y) "
-            f"(method={method!r}): its importance weights have a heavy tail, so the Laplace draws"
-            + (" and their resampling" if method == "laplace-is" else "")
-            + " are unreliable; use method='nuts'. Recorded in the posterior's extras (psis_khat)",
-            ImportanceSamplingWarning, stacklevel=4,
-        )
-        return True
-    return False
+def warn_khat(khat: float, method: str, num_draws: int, proposal: str = "laplace") -> bool:
+    """Warn :class:`ImportanceSamplingWarning` when ``k̂ > psis_khat_threshold(num_draws)``.
+
+    ``proposal`` names what the draws came from: ``"laplace"`` (the Laplace
+    approximation) or ``"surrogate"`` (NUTS on the preconditioned-SLQ
+    surrogate of ``p(z | y)``). Returns whether it warned.
+    """
+    limit = psis_khat_threshold(num_draws)
+    if not khat > limit:
+        return False
+    if proposal == "surrogate":
+        what = ("the NUTS draws of the stochastic-Lanczos surrogate of p(z|y), re-weighted to the exact "
+                "density: the surrogate's error is large, so the corrected draws are unreliable; rebuild "
+                "the reference nearer the draws or raise slq.num_probes")
+    else:
+        what = ("the Laplace approximation of p(z|y): its importance weights have a heavy tail, so the "
+                "Laplace draws" + (" and their resampling" if method == "laplace-is" else "")
+                + " are unreliable; use method='nuts'")
+    warnings.warn(
+        f"PSIS k̂ = {khat:.2f} > {limit:.2f} (the threshold for {num_draws} draws) for {what} "
+        f"(method={method!r}). Recorded in the posterior's extras (psis_khat)",
+        ImportanceSamplingWarning, stacklevel=4,
+    )
+    return True

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from ..operators import rough_reconstruction
-from .collapsed import SLQConfig, collapsed_log_likelihood, latent_log_prior
+from ..models.marginal import SLQConfig, collapsed_log_likelihood, latent_log_prior
 
 __all__ = ["lbfgs", "gradient_descent", "initial_latent", "CollapsedMAP", "collapsed_map",
            "default_noise_guess"]

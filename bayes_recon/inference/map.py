@@ -26,9 +26,9 @@ from tqdm.auto import tqdm
 
 from .._validation import check_choice, check_int, check_positive
 from ..models.program import check_reconstruction_inputs, reconstruction_model
-from .collapsed import SLQConfig, decode64
+from ..models.marginal import SLQConfig, decode64
 from ._rng import pyro_seed
-from .gaussian_posterior import GaussianImagePosterior, XSolverConfig
+from ..models.exact_conditional import GaussianImagePosterior, XSolverConfig
 from .latent_map import collapsed_map, gradient_descent, initial_latent, lbfgs
 
 __all__ = ["MAP_METHODS", "MAPConfig", "Reconstruction", "map_estimate", "joint_objective"]

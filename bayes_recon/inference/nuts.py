@@ -14,7 +14,7 @@ import torch
 from pyro.infer import MCMC, NUTS
 from pyro.infer.mcmc.adaptation import BlockMassMatrix
 
-from .collapsed import collapsed_log_posterior
+from ..models.marginal import collapsed_log_posterior
 from ._rng import pyro_seed
 
 __all__ = ["NUTS_STATS", "MAX_TREE_DEPTH"]

@@ -16,7 +16,8 @@ the image samples are draws from the joint posterior.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -24,36 +25,44 @@ from tqdm.auto import tqdm
 
 from .._validation import check_choice, check_int, check_positive
 from ..models.collapsed import collapsed_model
+from ..models.exact_conditional import GaussianImagePosterior, XSolverConfig
+from ..models.marginal import (
+    DENSE_MAX_PIXELS,
+    SLQConfig,
+    collapsed_log_posterior,
+    decode64,
+    dense_log_likelihood_and_factor,
+    latent_log_prior,
+)
+from ..models.preconditioned import PrecisionReference
 from ..models.program import check_reconstruction_inputs
+from ..posterior import Posterior
 from .chains import available_cores, run_chains
-from .collapsed import SLQConfig, collapsed_log_posterior, decode64
-from .gaussian_posterior import GaussianImagePosterior, XSolverConfig
-from .latent_laplace import (  # noqa: F401  (LaplaceWarning, _fd_hessian, latent_hessian re-exported)
+from .diffusion import DIFFUSION_METHODS, diffusion_posterior
+from .hvae_posterior import hvae_posterior
+from .latent_laplace import (
     ImportanceSamplingWarning,
     LaplaceWarning,
-    _fd_hessian,
     laplace_draws,
     laplace_fit,
     laplace_log_density,
     latent_hessian,
     psis_weights,
+    systematic_resample,
     warn_khat,
 )
-from .latent_map import collapsed_map, initial_latent
-from .nuts import (  # noqa: F401  (NUTS_STATS, _potential re-exported)
-    MAX_TREE_DEPTH,
-    NUTS_STATS,
-    _potential,
-    _run_nuts,
-)
-from ..posterior import Posterior
-from .diffusion import DIFFUSION_METHODS, diffusion_posterior
-from .hvae_posterior import hvae_posterior
+from .latent_map import collapsed_map, default_noise_guess, initial_latent
+from .nuts import MAX_TREE_DEPTH, NUTS_STATS, _run_nuts
 
 __all__ = ["SAMPLING_METHODS", "NUTS_STATS", "MAX_TREE_DEPTH", "SamplingConfig", "sample_posterior",
            "LaplaceWarning", "ImportanceSamplingWarning", "latent_hessian"]
 
 SAMPLING_METHODS = ("nuts", "laplace", "laplace-is", "hvae-svi") + DIFFUSION_METHODS
+#: Evidence paths of :class:`SamplingConfig` (``models.marginal``'s and ``"preconditioned"``).
+SAMPLING_EVIDENCE = ("auto", "dense", "slq", "preconditioned")
+#: ``gᵀH⁻¹g`` (twice the predicted decrease of ``−log p(z | y)``, nats) above which
+#: the collapsed MAP counts as not stationary (:class:`LaplaceWarning`).
+MAP_NEWTON_DECREMENT_LIMIT = 1.0
 
 
 #: Default NUTS warm-up with the Hessian mass matrix: dual averaging of the step size
@@ -105,9 +114,25 @@ class SamplingConfig:
     init_jitter : float
     map_steps : int
         L-BFGS iterations of the collapsed MAP.
-    evidence : {"auto", "dense", "slq"}
-        Collapsed-likelihood path.
+    evidence : {"auto", "dense", "slq", "preconditioned"}
+        Collapsed-likelihood path. ``"preconditioned"``: SLQ preconditioned by,
+        and with the first-order control variate of, a dense factor of ``P``
+        at the collapsed MAP (:class:`~bayes_recon.models.preconditioned.PrecisionReference`,
+        built twice: at the encoder's latent for a first MAP, then at that
+        MAP for a second); ``"auto"``: dense up to
+        :data:`~bayes_recon.models.marginal.DENSE_MAX_PIXELS` pixels,
+        ``"preconditioned"`` beyond.
     slq : SLQConfig
+        Probe settings of the SLQ paths; NUTS chain ``c`` uses probe seed
+        ``slq.seed + c``, so chains differ in the estimator's noise too (and
+        R-hat sees it).
+    exact_check : bool
+        On the SLQ paths, evaluate the exact dense log-density at every kept
+        ``z`` draw (one dense factorisation of ``P`` per draw, which then also
+        draws its ``x``) and correct: the Laplace's PSIS weights are taken
+        against it; NUTS draws of the surrogate are PSIS re-weighted and
+        systematically resampled within each chain. Off: the surrogate is
+        sampled as it is (its error unmeasured).
     x_solver : XSolverConfig
         How the exact ``x | z, y`` samples are solved.
     x_batch : int
@@ -132,6 +157,7 @@ class SamplingConfig:
     map_steps: int = 50
     evidence: str = "auto"
     slq: SLQConfig = field(default_factory=SLQConfig)
+    exact_check: bool = True
     x_solver: XSolverConfig = field(default_factory=XSolverConfig)
     x_batch: int = 16
     temperature: float = 1.0
@@ -153,9 +179,19 @@ class SamplingConfig:
         check_choice("init", self.init, ("laplace", "map", "encoder"))
         check_positive("init_jitter", self.init_jitter, allow_zero=True)
         check_int("map_steps", self.map_steps, minimum=1)
+        check_choice("evidence", self.evidence, SAMPLING_EVIDENCE)
+        if not isinstance(self.slq, SLQConfig):
+            raise TypeError(f"slq must be an SLQConfig, got {type(self.slq).__name__}")
+        if not isinstance(self.exact_check, bool):
+            raise TypeError(f"exact_check must be a bool, got {self.exact_check!r}")
         check_int("x_batch", self.x_batch, minimum=1)
         check_positive("temperature", self.temperature)
         check_positive("hessian_step", self.hessian_step)
+
+
+def chain_slq(slq: SLQConfig, chain: int) -> SLQConfig:
+    """The probe settings of NUTS chain ``chain``: seed ``slq.seed + chain``, the rest unchanged."""
+    return replace(slq, seed=slq.seed + chain)
 
 
 def _nuts_chain(chain, y, op, prior, sigma, num_samples, warmup, seed, cfg, progress, z_init, cov_root,
@@ -170,7 +206,7 @@ def _nuts_chain(chain, y, op, prior, sigma, num_samples, warmup, seed, cfg, prog
         start = start + cov_root @ eps
     elif cfg.init == "map":
         start = start + cfg.init_jitter * eps
-    kwargs = {"temperature": cfg.temperature, "method": cfg.evidence, "slq": cfg.slq}
+    kwargs = {"temperature": cfg.temperature, "method": cfg.evidence, "slq": chain_slq(cfg.slq, chain)}
     z, st, info = _run_nuts(None, [0], start.reshape(1, d), num_samples, warmup, seed + chain,
                             cfg.max_tree_depth, cfg.target_accept, progress, model=collapsed_model,
                             model_args=(y, op, prior, sigma), model_kwargs=kwargs,
@@ -204,56 +240,100 @@ def _nuts_latents(y, op, prior, sigma, num_samples, num_chains, seed, cfg, progr
     return z, stats, rates, sum(len(r[2]["divergences"]) for r in runs)
 
 
-def _laplace_latents(z_map, cov_root, info, y, op, prior, sigma, num_samples, num_chains, seed, cfg,
-                     method):
-    """Laplace draws with their PSIS check; ``laplace-is`` resamples them by the weights.
-
-    Returns ``(chains, draws, d)`` draws, ``sample_stats`` (``importance_weight``
-    for ``"laplace"``) and extras: ``psis_khat``, ``psis_warning``,
-    ``importance_ess`` (``1/Σw²`` of the smoothed weights),
-    ``num_nonfinite_log_ratios``, ``log_ratio`` ``(chains, draws)``.
-    """
-    z = laplace_draws(z_map, cov_root, num_samples, num_chains, seed)
-    flat = z.reshape(-1, z.shape[-1])
+def _log_posterior_values(z, y, op, prior, sigma, cfg, slq):
+    """``log p(z | y)`` on ``cfg``'s evidence path (no gradient) for ``z`` ``(n, d)``: ``(n,)``."""
     with torch.no_grad():
-        log_p = torch.cat([collapsed_log_posterior(flat[i:i + cfg.x_batch], y.expand(
-            min(cfg.x_batch, flat.shape[0] - i), *y.shape[1:]), op, prior, sigma, cfg.temperature,
-            cfg.evidence, cfg.slq) for i in range(0, flat.shape[0], cfg.x_batch)])
+        return torch.cat([collapsed_log_posterior(
+            z[i:i + cfg.x_batch], y.expand(min(cfg.x_batch, z.shape[0] - i), *y.shape[1:]), op, prior,
+            sigma, cfg.temperature, cfg.evidence, slq) for i in range(0, z.shape[0], cfg.x_batch)])
+
+
+def _laplace_importance(z, log_p, z_map, cov_root, info, seed, method):
+    """PSIS check of Laplace draws ``z`` ``(chains, draws, d)`` against ``log_p`` ``(chains·draws,)``.
+
+    Returns ``sample_stats`` (``importance_weight`` for ``"laplace"``), the
+    resampling indices into the flat draws (``laplace-is``; else None) and
+    extras: ``psis_khat``, ``psis_warning``, ``importance_ess`` (``1/Σw²`` of
+    the smoothed weights), ``num_nonfinite_log_ratios``, ``log_ratio``
+    ``(chains, draws)``.
+    """
+    flat = z.reshape(-1, z.shape[-1])
     log_q = laplace_log_density(flat, z_map.to(torch.float64), cov_root, info["log_det_cov"])
     log_ratio = (log_p - log_q).cpu().numpy()
     weights, khat, nonfinite = psis_weights(log_ratio)
-    extras = {"psis_khat": khat, "psis_warning": warn_khat(khat, method),
+    extras = {"psis_khat": khat, "psis_warning": warn_khat(khat, method, flat.shape[0]),
               "importance_ess": float(1.0 / np.square(weights).sum()),
               "num_nonfinite_log_ratios": nonfinite, "log_ratio": log_ratio.reshape(z.shape[:2])}
     if method == "laplace":
-        return z, {"importance_weight": weights.reshape(z.shape[:2])}, extras
+        return {"importance_weight": weights.reshape(z.shape[:2])}, None, extras
     # Multinomial resampling by the smoothed weights, seeded on the draws' device.
     gen = torch.Generator(device=z.device).manual_seed(seed + 4242)
     w = torch.as_tensor(weights, dtype=torch.float64, device=z.device)
     idx = torch.multinomial(w, flat.shape[0], replacement=True, generator=gen)
     extras["resampled_unique"] = int(idx.unique().numel())
-    return flat[idx].reshape(z.shape), None, extras
+    return None, idx, extras
 
 
-def _x_samples(z, y, op, prior, sigma, seed, cfg, progress):
+def _correct_surrogate_draws(z, x, log_exact, y, op, prior, sigma, seed, cfg, stats):
+    """PSIS re-weighting of NUTS draws of the SLQ surrogate to the exact ``p(z | y)``.
+
+    The chains target the surrogate ``p̃`` (a deterministic function of ``z``
+    per chain seed), so ``log w = log p − log p̃`` at their draws are exact
+    importance ratios. The smoothed weights are pooled for ``k̂``, then each
+    chain is systematically resampled by its own normalised weights, order
+    kept (equal weights: the chain unchanged), so R-hat and ESS stay per chain.
+    """
+    chains, draws = z.shape[:2]
+    log_sur = torch.stack([_log_posterior_values(z[c], y, op, prior, sigma, cfg, chain_slq(cfg.slq, c))
+                           for c in range(chains)])
+    log_w = (log_exact.reshape(chains, draws) - log_sur).cpu().numpy()
+    weights, khat, nonfinite = psis_weights(log_w.reshape(-1))
+    weights = weights.reshape(chains, draws)
+    rng = np.random.default_rng(seed + 4243)
+    idx = np.stack([systematic_resample(weights[c], draws, rng.uniform()) for c in range(chains)])
+    rows = torch.arange(chains)[:, None]
+    cols = torch.as_tensor(idx)
+    centred = log_w - np.nanmean(log_w)
+    extras = {
+        "psis_khat": khat, "psis_warning": warn_khat(khat, "nuts", chains * draws, proposal="surrogate"),
+        "importance_ess": float(1.0 / np.square(weights.reshape(-1)).sum()),
+        "num_nonfinite_log_ratios": nonfinite, "log_ratio": log_w,
+        "surrogate_error_std": float(np.nanstd(log_w)),
+        "surrogate_error_max": float(np.nanmax(np.abs(centred))),
+        "resampled_unique": int(sum(np.unique(r).size for r in idx)),
+    }
+    stats = {k: np.take_along_axis(v, idx, 1) for k, v in stats.items()}
+    stats["importance_weight"] = weights
+    return z[rows, cols.to(z.device)], x[rows, cols.to(x.device)], stats, extras
+
+
+def _x_samples(z, y, op, prior, sigma, seed, cfg, progress, exact_log_density=False):
     """One exact ``x | z, y`` per draw: ``z`` ``(chains, draws, d)`` → ``(chains, draws, C, H, W)``.
 
-    Also returns the solve record: ``x_solver``, ``x_converged`` (every CG
-    solve reached ``cg_tol``), ``x_cg_iterations`` / ``x_cg_residuals`` (one
-    entry per CG solve; empty for Cholesky), ``x_cg_max_iterations`` and
-    ``x_cg_max_residual`` (NaN / 0 without CG).
+    With ``exact_log_density`` every batch is factorised densely once
+    (:func:`~bayes_recon.models.marginal.dense_log_likelihood_and_factor`):
+    the factor gives the exact ``log p(z | y)`` of each draw (returned,
+    ``(chains·draws,)``, else None) and, with solver ``"auto"``/``"cholesky"``,
+    its ``x``. Also returns the solve record: ``x_solver``, ``x_converged``
+    (every CG solve reached ``cg_tol``), ``x_cg_iterations`` /
+    ``x_cg_residuals`` (one entry per CG solve; empty for Cholesky),
+    ``x_cg_max_iterations`` and ``x_cg_max_residual`` (NaN / 0 without CG).
     """
     chains, draws, d = z.shape
     flat = z.reshape(-1, d)
     gen = torch.Generator(device=y.device).manual_seed(seed + 7919)
-    out, converged, iters, resid, solver = [], True, [], [], None
+    out, logs, converged, iters, resid, solver = [], [], True, [], [], None
     steps = range(0, flat.shape[0], cfg.x_batch)
     for start in tqdm(steps, desc="exact x | z, y", disable=not progress, leave=False):
         zb = flat[start:start + cfg.x_batch]
         with torch.no_grad():
             dist = decode64(prior, zb)
         yb = y.expand(zb.shape[0], *y.shape[1:])
-        post = GaussianImagePosterior(dist, yb, op, sigma, cfg.x_solver)
+        chol = None
+        if exact_log_density:
+            ll, chol = dense_log_likelihood_and_factor(dist, yb, op, sigma)
+            logs.append(ll + latent_log_prior(zb, cfg.temperature))
+        post = GaussianImagePosterior(dist, yb, op, sigma, cfg.x_solver, cholesky=chol)
         out.append(post.sample(1, generator=gen)[0])
         converged = converged and post.converged
         iters += post.cg_iterations
@@ -268,7 +348,47 @@ def _x_samples(z, y, op, prior, sigma, seed, cfg, progress):
         "x_cg_max_iterations": int(max(iters, default=0)),
         "x_cg_max_residual": float(max(resid, default=float("nan"))),
     }
-    return x, record
+    return x, (torch.cat(logs) if exact_log_density else None), record
+
+
+def _preconditioned_fit(y, op, prior, noise_std, z0, cfg, need_map):
+    """The reference factor for ``evidence="preconditioned"``, and the collapsed MAP on it.
+
+    Round 1: reference at the encoder's latent ``z0``, MAP on that surrogate;
+    round 2: reference at that MAP, MAP again from it; the returned reference
+    is built at the final MAP (where the whitened matrix is the identity, so
+    the gradient and the Hessian's centre are exact). Without ``need_map`` (σ
+    given, no Laplace and no MAP start) one reference at ``z0``.
+    """
+    sigma = None if noise_std is None else float(noise_std)
+    ref = PrecisionReference.from_distribution(decode64(prior, z0), op,
+                                               sigma if sigma is not None else default_noise_guess(y))
+    if not need_map:
+        return None, ref
+    z, fit = z0, None
+    for _ in range(2):
+        fit = collapsed_map(y, op, prior, noise_std, z0=z, temperature=cfg.temperature, method="slq",
+                            slq=replace(cfg.slq, preconditioner=ref), steps=cfg.map_steps)
+        z = fit.z
+        ref = PrecisionReference.from_distribution(decode64(prior, z), op, fit.noise_std)
+    return fit, ref
+
+
+def _map_stationarity(z, y, op, prior, sigma, cfg, hessian):
+    """``‖∇‖`` and ``gᵀH⁻¹g`` of ``−log p(z | y)`` at the MAP ``z`` ``(1, d)`` (warns if not stationary)."""
+    v = z.detach().to(torch.float64).clone().requires_grad_(True)
+    lp = collapsed_log_posterior(v, y, op, prior, sigma, cfg.temperature, cfg.evidence, cfg.slq)
+    (g,) = torch.autograd.grad(-lp.sum(), v)
+    g = g.reshape(-1)
+    decrement = float(g @ torch.linalg.solve(hessian, g))
+    if not decrement <= MAP_NEWTON_DECREMENT_LIMIT:
+        warnings.warn(
+            f"the collapsed MAP is not stationary: gᵀH⁻¹g = {decrement:.3g} > {MAP_NEWTON_DECREMENT_LIMIT} "
+            f"(‖∇‖ = {float(g.norm()):.3g}); the Laplace approximation is centred off the mode. Raise "
+            "map_steps. Recorded in the posterior's extras (map_newton_decrement)",
+            LaplaceWarning, stacklevel=3,
+        )
+    return {"map_gradient_norm": float(g.norm()), "map_newton_decrement": decrement}
 
 
 def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method: str = "nuts",
@@ -373,10 +493,19 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
     z0 = initial_latent(y, op, prior).to(torch.float64)
     nuts = method == "nuts"
     need_laplace = not nuts or cfg.mass == "hessian" or cfg.init == "laplace"
-    extras = {}
-    if noise_std is None or need_laplace or cfg.init == "map":
-        fit = collapsed_map(y, op, prior, noise_std, z0=z0, temperature=cfg.temperature,
-                            method=cfg.evidence, slq=cfg.slq, steps=cfg.map_steps)
+    need_map = noise_std is None or need_laplace or cfg.init == "map"
+    evidence = cfg.evidence
+    if evidence == "auto":
+        evidence = "dense" if op.domain_size <= DENSE_MAX_PIXELS else "preconditioned"
+    extras = {"evidence": evidence}
+    if evidence == "preconditioned":
+        fit, ref = _preconditioned_fit(y, op, prior, noise_std, z0, cfg, need_map)
+        cfg = replace(cfg, evidence="slq", slq=replace(cfg.slq, preconditioner=ref))
+    else:
+        cfg = replace(cfg, evidence=evidence)
+        fit = collapsed_map(y, op, prior, noise_std, z0=z0, temperature=cfg.temperature, method=evidence,
+                            slq=cfg.slq, steps=cfg.map_steps) if need_map else None
+    if fit is not None:
         sigma, z_start = fit.noise_std, fit.z
         extras["z_map"] = fit.z[0].to(next(prior.parameters()).dtype)
     else:
@@ -386,19 +515,37 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
         h, cov_root, info = laplace_fit(z_start, y, op, prior, sigma, cfg)
         extras["hessian"] = h.cpu().numpy()
         extras.update(info)
+        extras.update(_map_stationarity(z_start, y, op, prior, sigma, cfg, h))
     if cfg.init == "encoder" and nuts:
         z_start = z0
+    stats = None
     if nuts:
         z, stats, rates, divergent = _nuts_latents(y, op, prior, sigma, num_samples, num_chains, seed, cfg,
-                                        progress, z_start, cov_root)
+                                                   progress, z_start, cov_root)
         extras.update(max_tree_depth=cfg.max_tree_depth, mass=cfg.mass, acceptance_rate=rates,
                       num_divergences=divergent, thin=cfg.thin)
     else:
-        z, stats, more = _laplace_latents(z_start, cov_root, info, y, op, prior, sigma, num_samples,
-                                          num_chains, seed, cfg, method)
+        z = laplace_draws(z_start, cov_root, num_samples, num_chains, seed)
+    surrogate = cfg.evidence == "slq"
+    exact = surrogate and cfg.exact_check
+    # On the dense path the Laplace's own log densities come from the same factor as x.
+    x, log_exact, x_record = _x_samples(z, y, op, prior, sigma, seed, cfg, progress,
+                                        exact_log_density=exact or (not nuts and not surrogate))
+    extras.update(x_record, exact_check=exact)
+    if surrogate:
+        extras["slq_seeds"] = ([cfg.slq.seed + c for c in range(num_chains)] if nuts else [cfg.slq.seed])
+    if nuts and exact:
+        z, x, stats, more = _correct_surrogate_draws(z, x, log_exact, y, op, prior, sigma, seed, cfg, stats)
         extras.update(more)
-    x, x_record = _x_samples(z, y, op, prior, sigma, seed, cfg, progress)
-    extras.update(x_record)
+    elif not nuts:
+        flat = z.reshape(-1, z.shape[-1])
+        log_p = log_exact if log_exact is not None else _log_posterior_values(flat, y, op, prior, sigma, cfg,
+                                                                               cfg.slq)
+        stats, idx, more = _laplace_importance(z, log_p, z_start, cov_root, info, seed, method)
+        extras.update(more)
+        if idx is not None:
+            z = flat[idx].reshape(z.shape)
+            x = x.reshape(-1, *x.shape[2:])[idx.to(x.device)].reshape(x.shape)
     dtype = next(prior.parameters()).dtype
     return Posterior(x.to(dtype), z=z.to(dtype), sample_stats=stats, method=method, operator=op,
                      noise_std=sigma, seed=seed, **extras)

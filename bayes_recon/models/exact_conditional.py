@@ -20,7 +20,6 @@ to False; the iterations and residual of every solve are kept in
 :meth:`StructuredGaussian.condition` instead: the noise-free limit ``σ → 0``
 in which observed pixels are known exactly (so it is *not* ``x | z, y`` at the
 given σ; :func:`~bayes_recon.inference.sample_posterior` refuses it).
-Re-exported by :mod:`bayes_recon.inference.gaussian_posterior`, its historical home.
 """
 
 from __future__ import annotations
@@ -33,13 +32,11 @@ from .._validation import check_choice, check_int, check_positive
 from ..distributions.stencil import cholesky_t_matvec
 from ..operators import Inpainting, LinearOperator, conjugate_gradient
 from ._generators import check_generator, cpu_generator_from
-from .marginal import NotPositiveDefiniteError, gram_matrix
+from .marginal import DENSE_MAX_PIXELS, _factor_rows, dense_posterior_cholesky
 
-__all__ = ["X_SOLVERS", "AUTO_CHOLESKY_MAX_PIXELS", "XSolverConfig", "GaussianImagePosterior"]
+__all__ = ["X_SOLVERS", "XSolverConfig", "GaussianImagePosterior"]
 
 X_SOLVERS = ("auto", "cholesky", "cg", "condition")
-#: ``solver="auto"`` factorises ``P`` densely up to this many pixels.
-AUTO_CHOLESKY_MAX_PIXELS = 256
 
 
 @dataclass
@@ -49,9 +46,9 @@ class XSolverConfig:
     Attributes
     ----------
     solver : {"auto", "cholesky", "cg", "condition"}
-        ``"auto"``: dense Cholesky up to :data:`AUTO_CHOLESKY_MAX_PIXELS`
-        pixels, Jacobi-preconditioned CG beyond (at 28×28 CG to 1e-8 was
-        already 8× faster per sample than forming and factorising ``P``).
+        ``"auto"``: dense Cholesky up to
+        :data:`~bayes_recon.models.marginal.DENSE_MAX_PIXELS` pixels (or
+        whenever a factor is given), Jacobi-preconditioned CG beyond.
         ``"condition"``: inpainting only, the noise-free limit ``σ → 0``
         (observed pixels exact), whatever ``noise_std`` is.
     cg_tol : float
@@ -93,6 +90,11 @@ class GaussianImagePosterior:
     op : LinearOperator
     noise_std : float
     config : XSolverConfig, optional
+    cholesky : torch.Tensor, optional
+        ``(B, N, N)`` lower Cholesky factor of ``P`` already computed (e.g. by
+        the exactness check of :func:`~bayes_recon.inference.sample_posterior`);
+        with solver ``"auto"`` or ``"cholesky"`` it is used instead of
+        factorising again.
 
     Attributes
     ----------
@@ -119,7 +121,7 @@ class GaussianImagePosterior:
     """
 
     def __init__(self, dist, y: torch.Tensor, op: LinearOperator, noise_std: float,
-                 config: XSolverConfig | None = None):
+                 config: XSolverConfig | None = None, cholesky: torch.Tensor | None = None):
         if not isinstance(op, LinearOperator):
             raise TypeError(f"op must be a bayes_recon LinearOperator, got {type(op).__name__}")
         self.config = XSolverConfig() if config is None else config
@@ -136,7 +138,7 @@ class GaussianImagePosterior:
             )
         solver = self.config.solver
         if solver == "auto":
-            solver = "cholesky" if op.domain_size <= AUTO_CHOLESKY_MAX_PIXELS else "cg"
+            solver = "cholesky" if op.domain_size <= DENSE_MAX_PIXELS or cholesky is not None else "cg"
         if solver == "condition" and not isinstance(op, Inpainting):
             raise ValueError(f"solver='condition' needs an Inpainting operator, got {type(op).__name__}")
         self.solver = solver
@@ -144,7 +146,10 @@ class GaussianImagePosterior:
         self.last_cg = None
         self.cg_iterations: list[int] = []
         self.cg_residuals: list[float] = []
-        self._chol = None
+        n = op.domain_size
+        if cholesky is not None and tuple(cholesky.shape) != (y.shape[0], n, n):
+            raise ValueError(f"cholesky must have shape ({y.shape[0]}, {n}, {n}), got {tuple(cholesky.shape)}")
+        self._chol = None if cholesky is None or solver != "cholesky" else cholesky.detach().to(f64)
         self._cond = None
         self._precond_diag = None
 
@@ -155,12 +160,9 @@ class GaussianImagePosterior:
 
     def _cholesky(self) -> torch.Tensor:
         if self._chol is None:
-            lam = self.dist.to_dense_precision()
-            g = gram_matrix(self.op, torch.float64, lam.device)
-            chol, info = torch.linalg.cholesky_ex(lam + self._s * g)
-            if bool((info > 0).any()):
-                raise NotPositiveDefiniteError("Cholesky of the posterior precision P failed")
-            self._chol = chol
+            idx, w = _factor_rows(self.dist)
+            s = torch.full((w.shape[0],), self._s, dtype=w.dtype, device=w.device)
+            self._chol = dense_posterior_cholesky(w, idx, self.op, s)
         return self._chol
 
     def _matvec(self, v: torch.Tensor) -> torch.Tensor:

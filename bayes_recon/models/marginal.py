@@ -1,7 +1,7 @@
 """The collapsed likelihood ``log p(y | z)`` of the program ``z → x → y``, ``x`` marginalised.
 
-The linear algebra behind :func:`bayes_recon.models.collapsed_model` (and
-re-exported by :mod:`bayes_recon.inference.collapsed`, its historical home).
+The linear algebra behind :func:`bayes_recon.models.collapsed_model`, the SUPN
+posterior samplers of :mod:`bayes_recon.inference` and the MAP estimators.
 
 For a fixed latent ``z`` the prior ``x | z ~ N(μ, Λ⁻¹)`` (``Λ = UᵀU``) is
 Gaussian and ``y = A x + N(0, σ² I)`` is linear, so
@@ -50,7 +50,7 @@ from ..operators import LinearOperator
 
 __all__ = [
     "EVIDENCE_METHODS",
-    "DENSE_EVIDENCE_MAX_PIXELS",
+    "DENSE_MAX_PIXELS",
     "SLQConfig",
     "PosteriorPrecisionOperator",
     "NotPositiveDefiniteError",
@@ -63,13 +63,16 @@ __all__ = [
     "gram_matrix",
     "dense_precision",
     "dense_posterior_cholesky",
+    "dense_log_likelihood_and_factor",
 ]
 
 EVIDENCE_METHODS = ("auto", "dense", "slq")
-#: ``method="auto"`` uses the dense Cholesky up to this many pixels (32×32),
-#: SLQ beyond: at 64×64 the dense value+gradient took 35× longer than SLQ
-#: (benchmarks/supn_inference.py).
-DENSE_EVIDENCE_MAX_PIXELS = 1024
+#: The one "dense up to N" threshold: ``method="auto"`` factorises ``P`` densely for
+#: every evaluation up to this many pixels (32×32), and so does the ``x | z, y``
+#: solver ``"auto"``; beyond, evaluations are matrix-free (SLQ, preconditioned by one
+#: dense reference factor in :func:`~bayes_recon.inference.sample_posterior`) and
+#: the dense factor is formed once per kept draw only (its exactness check).
+DENSE_MAX_PIXELS = 1024
 
 
 class NotPositiveDefiniteError(FloatingPointError):
@@ -164,10 +167,10 @@ def gram_matrix(op: LinearOperator, dtype=torch.float64, device=None) -> torch.T
 
 
 def choose_evidence_method(method: str, num_pixels: int) -> str:
-    """Resolve ``"auto"``: dense up to :data:`DENSE_EVIDENCE_MAX_PIXELS` pixels, SLQ beyond."""
+    """Resolve ``"auto"``: dense up to :data:`DENSE_MAX_PIXELS` pixels, SLQ beyond."""
     check_choice("method", method, EVIDENCE_METHODS)
     if method == "auto":
-        return "dense" if num_pixels <= DENSE_EVIDENCE_MAX_PIXELS else "slq"
+        return "dense" if num_pixels <= DENSE_MAX_PIXELS else "slq"
     return method
 
 
@@ -400,7 +403,7 @@ def collapsed_log_likelihood(z: torch.Tensor, y: torch.Tensor, op: LinearOperato
     method : {"auto", "dense", "slq"}
         ``"dense"``: exact float64 Cholesky of the ``N × N`` matrix ``P``;
         ``"slq"``: stochastic Lanczos quadrature + CG via ``linear_operator``;
-        ``"auto"``: dense up to :data:`DENSE_EVIDENCE_MAX_PIXELS` pixels.
+        ``"auto"``: dense up to :data:`DENSE_MAX_PIXELS` pixels.
     slq : SLQConfig, optional
     exact_hessian : bool
         Dense path only: autograd through the dense ``Λ`` and its Cholesky,
@@ -456,12 +459,37 @@ def marginal_log_likelihood(dist, y: torch.Tensor, op: LinearOperator, noise_std
         logdet_p, quad_b = terms(dist, op, s, b)
     else:
         logdet_p, quad_b = _slq_terms(dist, op, s, b, slq)
+    return _gaussian_log_likelihood(dist, op, s, rr, logdet_p, quad_b)
+
+
+def _gaussian_log_likelihood(dist, op, s, rr, logdet_p, quad_b):
+    """``log N(y; Aμ, AΛ⁻¹Aᵀ + σ²I)`` from ``‖r‖²``, ``log|P|`` and ``bᵀP⁻¹b`` (lemma + Woodbury)."""
     m = op.range_size
-    logdet_lam = dist.log_det_precision()
     # log|Σ_y| = log|P| − log|Λ| + m log σ² and log σ² = −log s.
-    log_det_cov = logdet_p - logdet_lam - m * s.log()
+    log_det_cov = logdet_p - dist.log_det_precision() - m * s.log()
     quad = rr * s - quad_b
     return -0.5 * (quad + log_det_cov + m * math.log(2 * math.pi))
+
+
+def dense_log_likelihood_and_factor(dist, y: torch.Tensor, op: LinearOperator, noise_std: float):
+    """The exact ``log N(y; Aμ, AΛ⁻¹Aᵀ + σ²I)`` ``(B,)`` and the Cholesky factor of ``P`` ``(B, N, N)``.
+
+    No gradient: the exactness check of a matrix-free evidence, whose factor
+    then also draws ``x | z, y``
+    (:class:`~bayes_recon.models.exact_conditional.GaussianImagePosterior`'s
+    ``cholesky=``). ``dist`` has batch shape ``(B,)`` matching ``y``.
+    """
+    with torch.no_grad():
+        f64 = torch.float64
+        dist = type(dist)(dist.loc.detach().to(f64), dist.log_diag.detach().to(f64),
+                          dist.off_diag.detach().to(f64), dist.radius, validate_args=False)
+        s = _noise_precision(noise_std, y.shape[0], dist.loc)
+        rr, b = _residual_terms(dist, y, op, s)
+        idx, w = _factor_rows(dist)
+        chol = dense_posterior_cholesky(w, idx, op, s)
+        logdet_p = 2.0 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        quad_b = (b * torch.cholesky_solve(b.unsqueeze(-1), chol).squeeze(-1)).sum(-1)
+        return _gaussian_log_likelihood(dist, op, s, rr, logdet_p, quad_b), chol
 
 
 def latent_log_prior(z: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

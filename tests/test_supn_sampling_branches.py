@@ -22,8 +22,6 @@ import torch
 from pyro.infer import MCMC, NUTS
 
 from bayes_recon import operators as ops
-from bayes_recon.inference import collapsed as collapsed_module
-from bayes_recon.inference import gaussian_posterior as gp_module
 from bayes_recon.inference import latent_map as latent_map_module
 from bayes_recon.inference import latent_laplace as latent_laplace_module
 from bayes_recon.inference import map as map_module
@@ -40,15 +38,15 @@ from bayes_recon.inference.sampling import (
     ImportanceSamplingWarning,
     LaplaceWarning,
     SamplingConfig,
-    _fd_hessian,
-    _potential,
-    _run_nuts,
     latent_hessian,
     sample_posterior,
 )
+from bayes_recon.inference.latent_laplace import _fd_hessian
+from bayes_recon.inference.nuts import _potential, _run_nuts
 from bayes_recon.models import collapsed as collapsed_model_module
 from bayes_recon.models import exact_conditional as exact_conditional_module
 from bayes_recon.models import marginal as marginal_module
+from bayes_recon.models import preconditioned as preconditioned_module
 from bayes_recon.operators import CGConvergenceWarning
 
 from test_supn_inference import measurement, tiny_prior
@@ -105,7 +103,7 @@ def test_generator_on_another_device_raises():
 
 def test_no_path_drops_a_generator():
     """No code in the SUPN inference modules replaces a generator by None or filters warnings."""
-    for module in (gp_module, sampling_module, collapsed_module, latent_map_module, map_module,
+    for module in (sampling_module, latent_map_module, map_module, preconditioned_module,
                    nuts_module, latent_laplace_module, marginal_module, exact_conditional_module,
                    collapsed_model_module):
         src = inspect.getsource(module)

@@ -137,7 +137,10 @@ class SamplingConfig:
         How the exact ``x | z, y`` samples are solved.
     x_batch : int
         ``z`` draws whose ``x`` samples (and Laplace importance ratios) are
-        computed together (dense path memory: ``x_batch·N²`` float64 numbers).
+        computed together; dense factorisations above
+        :data:`~bayes_recon.models.marginal.DENSE_MAX_PIXELS` pixels in
+        smaller batches (``x_batch·(1024/N)²``, at least one: their memory is
+        ``batch·N²`` float64 numbers).
     temperature : float
         Latent prior scale.
     hessian_step : float
@@ -274,6 +277,33 @@ def _laplace_importance(z, log_p, z_map, cov_root, info, seed, method):
     return None, idx, extras
 
 
+def resample_chains(log_weights: np.ndarray, seed: int):
+    """PSIS weights pooled over chains, then systematic resampling within each chain.
+
+    Parameters
+    ----------
+    log_weights : numpy.ndarray
+        ``(chains, draws)`` log importance ratios (target over proposal).
+    seed : int
+        Seeds the one uniform offset per chain.
+
+    Returns
+    -------
+    index : numpy.ndarray
+        ``(chains, draws)`` sorted draw indices per chain (equal weights: the identity).
+    weights : numpy.ndarray
+        ``(chains, draws)`` PSIS-smoothed weights, normalised over all draws.
+    khat : float
+    num_nonfinite : int
+    """
+    chains, draws = log_weights.shape
+    weights, khat, nonfinite = psis_weights(log_weights.reshape(-1))
+    weights = weights.reshape(chains, draws)
+    rng = np.random.default_rng(seed)
+    index = np.stack([systematic_resample(weights[c], draws, rng.uniform()) for c in range(chains)])
+    return index, weights, khat, nonfinite
+
+
 def _correct_surrogate_draws(z, x, log_exact, y, op, prior, sigma, seed, cfg, stats):
     """PSIS re-weighting of NUTS draws of the SLQ surrogate to the exact ``p(z | y)``.
 
@@ -281,30 +311,32 @@ def _correct_surrogate_draws(z, x, log_exact, y, op, prior, sigma, seed, cfg, st
     per chain seed), so ``log w = log p − log p̃`` at their draws are exact
     importance ratios. The smoothed weights are pooled for ``k̂``, then each
     chain is systematically resampled by its own normalised weights, order
-    kept (equal weights: the chain unchanged), so R-hat and ESS stay per chain.
+    kept (equal weights: the chain unchanged), so R-hat and ESS stay per chain
+    (:func:`resample_chains`).
     """
     chains, draws = z.shape[:2]
     log_sur = torch.stack([_log_posterior_values(z[c], y, op, prior, sigma, cfg, chain_slq(cfg.slq, c))
                            for c in range(chains)])
     log_w = (log_exact.reshape(chains, draws) - log_sur).cpu().numpy()
-    weights, khat, nonfinite = psis_weights(log_w.reshape(-1))
-    weights = weights.reshape(chains, draws)
-    rng = np.random.default_rng(seed + 4243)
-    idx = np.stack([systematic_resample(weights[c], draws, rng.uniform()) for c in range(chains)])
+    idx, weights, khat, nonfinite = resample_chains(log_w, seed + 4243)
     rows = torch.arange(chains)[:, None]
     cols = torch.as_tensor(idx)
-    centred = log_w - np.nanmean(log_w)
     extras = {
         "psis_khat": khat, "psis_warning": warn_khat(khat, "nuts", chains * draws, proposal="surrogate"),
         "importance_ess": float(1.0 / np.square(weights.reshape(-1)).sum()),
         "num_nonfinite_log_ratios": nonfinite, "log_ratio": log_w,
         "surrogate_error_std": float(np.nanstd(log_w)),
-        "surrogate_error_max": float(np.nanmax(np.abs(centred))),
+        "surrogate_error_max": float(np.nanmax(np.abs(log_w - np.nanmean(log_w)))),
         "resampled_unique": int(sum(np.unique(r).size for r in idx)),
     }
     stats = {k: np.take_along_axis(v, idx, 1) for k, v in stats.items()}
     stats["importance_weight"] = weights
     return z[rows, cols.to(z.device)], x[rows, cols.to(x.device)], stats, extras
+
+
+def _dense_batch(x_batch: int, num_pixels: int) -> int:
+    """Draws factorised together: ``x_batch`` at 32², fewer above (memory ~ batch·N², one at 64²)."""
+    return max(1, min(x_batch, x_batch * DENSE_MAX_PIXELS ** 2 // num_pixels ** 2))
 
 
 def _x_samples(z, y, op, prior, sigma, seed, cfg, progress, exact_log_density=False):
@@ -323,9 +355,10 @@ def _x_samples(z, y, op, prior, sigma, seed, cfg, progress, exact_log_density=Fa
     flat = z.reshape(-1, d)
     gen = torch.Generator(device=y.device).manual_seed(seed + 7919)
     out, logs, converged, iters, resid, solver = [], [], True, [], [], None
-    steps = range(0, flat.shape[0], cfg.x_batch)
+    batch = _dense_batch(cfg.x_batch, op.domain_size) if exact_log_density else cfg.x_batch
+    steps = range(0, flat.shape[0], batch)
     for start in tqdm(steps, desc="exact x | z, y", disable=not progress, leave=False):
-        zb = flat[start:start + cfg.x_batch]
+        zb = flat[start:start + batch]
         with torch.no_grad():
             dist = decode64(prior, zb)
         yb = y.expand(zb.shape[0], *y.shape[1:])
@@ -417,6 +450,11 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
         ``"laplace"``: ``z ~ q = N(ẑ, H⁻¹)`` at the collapsed MAP ``ẑ``, with
         the PSIS check of ``p(z | y)/q(z)``. ``"laplace-is"``: those draws
         resampled (multinomially, with replacement) by their PSIS weights.
+        Above :data:`~bayes_recon.models.marginal.DENSE_MAX_PIXELS` pixels
+        (``evidence="auto"``) every method runs on the preconditioned SLQ
+        surrogate and is then made exact by one dense factorisation per draw
+        (``config.exact_check``): the Laplace's importance ratios use the exact
+        density, NUTS draws are re-weighted from the surrogate to it.
     num_samples : int
         Draws per chain (after warm-up).
     num_chains : int
@@ -434,20 +472,33 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
         NUTS ``diverging``, ``accepted`` (the transition moved), ``step_size``,
         ``num_steps`` (gradient evaluations), ``tree_depth``; for Laplace
         ``importance_weight`` (PSIS-smoothed, normalised over all draws).
-        Extras: ``noise_std``; the ``x | z, y`` solves: ``x_solver``,
-        ``x_converged``, ``x_cg_iterations`` / ``x_cg_residuals`` (per CG
-        solve), ``x_cg_max_iterations``, ``x_cg_max_residual``; ``z_map`` when
-        a MAP was computed; whenever the Laplace fit was made: ``hessian``
+        Extras: ``noise_std``; ``evidence`` (the resolved path); the
+        ``x | z, y`` solves: ``x_solver``, ``x_converged``,
+        ``x_cg_iterations`` / ``x_cg_residuals`` (per CG solve),
+        ``x_cg_max_iterations``, ``x_cg_max_residual``; ``z_map`` when a MAP
+        was computed; whenever the Laplace fit was made: ``hessian``
         ``(d, d)``, ``hessian_method``, ``hessian_asymmetry``,
         ``hessian_min_eigenvalue``, ``hessian_eigenvalue_floor``,
         ``hessian_num_clipped``, ``hessian_repaired`` (True when eigenvalues
-        were clipped, which also warns :class:`LaplaceWarning`); NUTS:
-        ``max_tree_depth``, ``mass``, ``acceptance_rate`` ``(chains,)``,
-        ``num_divergences`` (every divergent transition, thinned away or
-        not), ``thin``; Laplace: ``psis_khat``, ``psis_warning`` (True
-        when ``k̂ > 0.7``, which also warns :class:`ImportanceSamplingWarning`),
-        ``importance_ess``, ``num_nonfinite_log_ratios``, ``log_ratio``
-        ``(chains, draws)``; ``laplace-is``: ``resampled_unique``.
+        were clipped, which also warns :class:`LaplaceWarning`), and the MAP's
+        stationarity ``map_gradient_norm`` ``‖∇‖`` and
+        ``map_newton_decrement`` ``gᵀH⁻¹g`` (above
+        :data:`MAP_NEWTON_DECREMENT_LIMIT` warns :class:`LaplaceWarning`);
+        NUTS: ``max_tree_depth``, ``mass``, ``acceptance_rate``
+        ``(chains,)``, ``num_divergences`` (every divergent transition,
+        thinned away or not), ``thin``; the SLQ paths: ``slq_seeds`` (probe
+        seed per chain) and ``exact_check``; Laplace, and NUTS on an SLQ path
+        with ``exact_check``: ``psis_khat``, ``psis_warning`` (True when
+        ``k̂`` exceeds :func:`~bayes_recon.inference.latent_laplace.psis_khat_threshold`
+        of the number of draws, which also warns
+        :class:`ImportanceSamplingWarning`), ``importance_ess``,
+        ``num_nonfinite_log_ratios``, ``log_ratio`` ``(chains, draws)``
+        (Laplace: ``log p − log q``; NUTS: exact minus surrogate log density
+        at the draws, before resampling); ``laplace-is`` and corrected NUTS:
+        ``resampled_unique``; corrected NUTS: ``surrogate_error_std`` and
+        ``surrogate_error_max`` (nats: spread and largest centred deviation
+        of the surrogate from the exact log density at the draws), and
+        ``importance_weight`` in ``sample_stats``.
 
     Raises
     ------

@@ -5,6 +5,19 @@ Usage::
     python benchmarks/supn_inference.py [--images 8] [--nuts-draws 50] [--json out.json]
                                         [--patches PATH] [--skip-nuts] [--sizes 28 64 128]
                                         [--posterior-only] [--draws 500] [--old-nuts-budget 1800]
+    python benchmarks/supn_inference.py --preconditioned64 [--draws 50] [--problems CT]
+                                        [--samplers none] [--json out.json]
+
+``--preconditioned64`` (issue 25): ``patches64-supn`` on one 64² natural test crop with
+parallel-beam CT (60 angles), radial MRI (40 spokes) and a Gaussian deblur (σ = 1.5 px):
+seconds per value + gradient of the collapsed log-likelihood on the dense path (the
+reference), plain SLQ and the preconditioned path, with each path's error against the
+dense value; then the library-default samplers (preconditioned surrogate, exact check per
+draw): Laplace, Laplace-IS and NUTS — wall time, PSIS k̂, importance ESS, the surrogate's
+measured error, min ESS and ESS/s, R-hat, 90 % coverage and PSNR. ``--samplers`` picks
+methods by name (``none``: gradients only); ``--nuts-probes``, ``--nuts-warmup``,
+``--parallel-chains`` and ``--nuts-problems`` set up the NUTS rows. 128² is not run: no 128² SUPN prior ships (a SUPN prior has one image
+size), and the exact check would be a 16,384² Cholesky (2 GB, about a minute) per draw.
 
 Posterior table (issue 11): one test image per problem — CT 28² (10, 20
 angles) and MRI 28² (30 spokes) with ``digits-supn``, CT 32² natural crops
@@ -276,22 +289,27 @@ def gradient_rows(problem, x, op, prior, reps=2):
     return out
 
 
-def sampler64_rows(problem, x, op, prior, draws, seed=0):
-    """Library defaults (``evidence="auto"`` → preconditioned, exact check) at 64²: Laplace, Laplace-IS, NUTS."""
+def sampler64_rows(problem, x, op, prior, draws, methods, nuts_config, nuts_draws, seed=0):
+    """At 64²: ``evidence="auto"`` → preconditioned surrogate, exact check per draw.
+
+    The Laplace methods with library defaults; NUTS with ``nuts_config``.
+    """
     import warnings
 
     m = simulate(op, x, 0.05, seed=seed)
     rows = []
-    for method in ("laplace", "laplace-is", "nuts"):
+    for method in methods:
+        cfg = nuts_config if method == "nuts" else None
+        n = nuts_draws if method == "nuts" else draws
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             post, dt = _timed(lambda: sample_posterior(m.y, op, prior, m.noise_std, method=method,
-                                                       num_samples=draws, num_chains=2, seed=seed,
-                                                       progress=False))
+                                                       num_samples=n, num_chains=2, seed=seed,
+                                                       config=cfg, progress=False))
         e = post.extras
         lo, hi = post.quantile(0.05), post.quantile(0.95)
         truth = x[0].to(lo.dtype)
-        row = {"problem": problem, "method": method, "draws": draws, "seconds": dt,
+        row = {"problem": problem, "method": method, "draws": n, "seconds": dt,
                "khat": e.get("psis_khat"), "importance_ess": e.get("importance_ess"),
                "surrogate_error_std": e.get("surrogate_error_std"),
                "map_newton_decrement": e.get("map_newton_decrement"),
@@ -301,7 +319,8 @@ def sampler64_rows(problem, x, op, prior, draws, seed=0):
         if method == "nuts":
             idata = az.from_dict(posterior={"z": post.z.double().numpy()})
             ess = az.ess(idata)["z"].values
-            row.update(ess_min=float(ess.min()), ess_min_per_s=float(ess.min()) / dt,
+            row.update(ess_min=float(ess.min()), ess_min_per_s=float(ess.min()) / dt, ess_mean=float(ess.mean()),
+                       acceptance_rate=[float(a) for a in e["acceptance_rate"]],
                        rhat=float(az.rhat(idata)["z"].values.max()),
                        mean_steps=float(post.sample_stats["num_steps"].mean()),
                        divergences=int(post.sample_stats["diverging"].sum()))
@@ -321,12 +340,13 @@ def print_table64(grads, samplers):
               f"| {r['plain SLQ_error']:+.1f} | {r['preconditioned_error']:+.3f} |")
     print("\n### 64² samplers (library defaults: preconditioned surrogate + exact check; 2 chains)\n")
     print("| problem | method | draws/chain | s | k̂ | importance ESS | surrogate error sd (nats) | min ESS "
-          "| min ESS/s | max R-hat | coverage 90 % | PSNR of mean |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| mean ESS | min ESS/s | max R-hat | coverage 90 % | PSNR of mean |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in samplers:
         print(f"| {r['problem']} | {r['method']} | {r['draws']} | {r['seconds']:.0f} | {_fmt(r['khat'])} "
               f"| {_fmt(r['importance_ess'], '.0f')} | {_fmt(r['surrogate_error_std'], '.3f')} "
-              f"| {_fmt(r.get('ess_min'), '.0f')} | {_fmt(r.get('ess_min_per_s'), '.3f')} "
+              f"| {_fmt(r.get('ess_min'), '.0f')} | {_fmt(r.get('ess_mean'), '.0f')} "
+              f"| {_fmt(r.get('ess_min_per_s'), '.3f')} "
               f"| {_fmt(r.get('rhat'), '.3f')} | {r['coverage90']:.3f} | {r['psnr']:.2f} |")
 
 
@@ -389,6 +409,11 @@ def main(argv=None) -> None:
                     help="seconds after which the preconditioned NUTS is stopped (for the 64² row; 0: not run)")
     ap.add_argument("--preconditioned64", action="store_true",
                     help="only the 64² table of the preconditioned surrogate (issue 25)")
+    ap.add_argument("--nuts-probes", type=int, default=16, help="--preconditioned64: SLQ probes of NUTS")
+    ap.add_argument("--nuts-warmup", type=int, default=None, help="--preconditioned64: NUTS warm-up")
+    ap.add_argument("--nuts-problems", nargs="*", default=None,
+                    help="--preconditioned64: substrings of the problems NUTS runs on (default all)")
+    ap.add_argument("--parallel-chains", action="store_true", help="--preconditioned64: NUTS chains at once")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     shipped = available_priors()
@@ -399,8 +424,14 @@ def main(argv=None) -> None:
             if args.problems and not any(p in problem for p in args.problems):
                 continue
             out["gradients"].append(gradient_rows(problem, x, op, prior))
-            if args.samplers != ["none"]:
-                out["samplers"] += sampler64_rows(problem, x, op, prior, args.draws)
+            methods = [mth for mth in ("laplace", "laplace-is", "nuts")
+                       if args.samplers is None or mth in args.samplers]
+            if methods and args.nuts_problems and not any(p in problem for p in args.nuts_problems):
+                methods = [mth for mth in methods if mth != "nuts"]
+            nuts_cfg = SamplingConfig(slq=SLQConfig(num_probes=args.nuts_probes), warmup=args.nuts_warmup,
+                                      parallel_chains=args.parallel_chains)
+            out["samplers"] += sampler64_rows(problem, x, op, prior, args.draws, methods, nuts_cfg,
+                                              args.nuts_draws)
             if args.json:
                 args.json.write_text(json.dumps(out, indent=2))
         print_table64(out["gradients"], out["samplers"])

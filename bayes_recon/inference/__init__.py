@@ -4,11 +4,12 @@ Every method returns a :class:`Posterior` (or a point estimate), which
 ``bayes_recon.diagnostics`` turns into ArviZ data and calibration reports.
 """
 
-from .bootstrap_scale import BootstrapScale, bootstrap_std_scale, scale_spread
+from ..models.exact_conditional import GaussianImagePosterior, XSolverConfig
 from ..models.marginal import SLQConfig, collapsed_log_likelihood, collapsed_log_posterior
+from ..posterior import Posterior
+from .bootstrap_scale import BootstrapScale, bootstrap_std_scale, scale_spread
 from .diffusion import DIFFUSION_METHODS, DiffPIRConfig, DPSConfig, diffusion_posterior
 from .dip import DIPFit, dip_input, fit_dip, pretrain_dip
-from ..models.exact_conditional import GaussianImagePosterior, XSolverConfig
 from .gmrf import GMRFConfig, GMRFResult, gmrf_posterior
 from .hvae import HVAE_MAP_METHODS, HVAEMAPConfig, HVAEReconstruction, hvae_map_estimate
 from .hvae_posterior import HVAEPosteriorConfig, hvae_posterior
@@ -25,7 +26,6 @@ from .linearised import (
 )
 from .linearised.pipeline import LinearisedDIPConfig, LinearisedDIPResult
 from .map import MAP_METHODS, MAPConfig, Reconstruction, map_estimate
-from ..posterior import Posterior
 from .sampling import (
     SAMPLING_METHODS,
     ImportanceSamplingWarning,

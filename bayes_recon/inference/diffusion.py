@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .._validation import check_int, check_positive, check_tensor
 from ..models.diffusion import DiffusionPrior
-from ..models.program import check_measurement
+from ..models.program import check_measurement, squared_residual
 from ..operators.cg import conjugate_gradient
 from ..posterior import Posterior
 
@@ -170,8 +170,7 @@ def data_proximal_step(y: torch.Tensor, op, x0: torch.Tensor, rho: float, tol: f
 
 
 def _residual_norm(y, op, x):
-    r = y - op(x)
-    return (r.abs().square() if r.is_complex() else r.square()).flatten(1).sum(1).sqrt()
+    return squared_residual(y, op, x).sqrt()
 
 
 def _dps_run(y, op, prior, gen, n, ts, cfg, bar, step):

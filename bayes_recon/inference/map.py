@@ -25,10 +25,10 @@ from pyro.infer.autoguide.initialization import init_to_value
 from tqdm.auto import tqdm
 
 from .._validation import check_choice, check_int, check_positive
-from ..models.program import check_reconstruction_inputs, reconstruction_model
-from ..models.marginal import SLQConfig, decode64
-from ._rng import pyro_seed
 from ..models.exact_conditional import GaussianImagePosterior, XSolverConfig
+from ..models.marginal import SLQConfig, decode64
+from ..models.program import check_reconstruction_inputs, reconstruction_model, squared_residual
+from ._rng import pyro_seed
 from .latent_map import collapsed_map, gradient_descent, initial_latent, lbfgs
 
 __all__ = ["MAP_METHODS", "MAPConfig", "Reconstruction", "map_estimate", "joint_objective"]
@@ -129,8 +129,7 @@ class Reconstruction:
 def joint_objective(x, z, y, op, prior, noise_std, temperature: float = 1.0) -> torch.Tensor:
     """``J(x, z)`` per measurement, ``(B,)`` float64."""
     x64, z64 = x.to(torch.float64), z.to(torch.float64)
-    r = op(x64) - y.to(torch.complex128 if y.is_complex() else torch.float64)
-    data = (r.abs().square() if r.is_complex() else r.square()).flatten(1).sum(1)
+    data = squared_residual(y.to(torch.complex128 if y.is_complex() else torch.float64), op, x64)
     return (0.5 * data / noise_std**2 - decode64(prior, z64).log_prob(x64)
             + 0.5 * z64.square().sum(-1) / temperature**2)
 
@@ -224,8 +223,7 @@ def _csgm(y, op, prior, sigma, cfg, progress, z0):
     dtype = next(prior.parameters()).dtype
 
     def f_batch(v):
-        r = op(prior.decode_mean(v.to(dtype)).to(torch.float64)) - y64
-        data = (r.abs().square() if r.is_complex() else r.square()).flatten(1).sum(1)
+        data = squared_residual(y64, op, prior.decode_mean(v.to(dtype)).to(torch.float64))
         return 0.5 * data / sigma**2 + 0.5 * v.square().sum(-1) / t**2
 
     best_z, best_val, best_hist, best_conv = None, None, None, False

@@ -15,6 +15,16 @@ def real_view(t: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(t) if t.is_complex() else t
 
 
+def squared_residual(y: torch.Tensor, op: LinearOperator, x: torch.Tensor) -> torch.Tensor:
+    """``‖y − A x‖²`` per measurement ``(B,)``; complex entries count ``|·|²`` (cast ``y`` first).
+
+    The one data misfit of the SUPN programs (collapsed evidence, MAP objectives,
+    the diffusion and hierarchical samplers' residual records).
+    """
+    r = y - op(x)
+    return (r.abs().square() if r.is_complex() else r.square()).flatten(1).sum(1)
+
+
 def check_measurement(y, op, image_shape) -> None:
     """Check ``op`` acts on images ``image_shape`` and ``y`` is its (real/complex) measurement."""
     if not isinstance(op, LinearOperator):

@@ -215,7 +215,16 @@ def _nuts_chain(chain, y, op, prior, sigma, num_samples, warmup, seed, cfg, prog
                             model_args=(y, op, prior, sigma), model_kwargs=kwargs,
                             inverse_mass_matrix=inv_mass,
                             adapt_mass_matrix=cfg.adapt_mass_matrix or inv_mass is None, thin=cfg.thin)
-    return z.reshape(num_samples, d), st, info
+    z = z.reshape(num_samples, d)
+    checked = None
+    if cfg.evidence == "slq" and cfg.exact_check:
+        # The chain's exact check where the chain ran (in parallel with the other chains):
+        # exact and surrogate log densities of its draws, and their x from the same factor.
+        x, log_exact, record = _x_samples(z[None].to(torch.float64), y, op, prior, sigma, seed + chain, cfg,
+                                          progress, exact_log_density=True)
+        log_sur = _log_posterior_values(z.to(torch.float64), y, op, prior, sigma, cfg, kwargs["slq"])
+        checked = (x[0], log_exact, log_sur, record)
+    return z, st, info, checked
 
 
 def _nuts_latents(y, op, prior, sigma, num_samples, num_chains, seed, cfg, progress, z_init,
@@ -225,7 +234,9 @@ def _nuts_latents(y, op, prior, sigma, num_samples, num_chains, seed, cfg, progr
     ``cov_root`` ``R`` (``R Rᵀ = H⁻¹``, from the Laplace fit) sets the dense
     initial inverse mass matrix (``cfg.mass="hessian"``) and the starts
     (``cfg.init="laplace"``). Returns ``(chains, draws, d)``, stats, acceptance
-    rates ``(chains,)`` and the number of divergent transitions (all, kept or thinned away).
+    rates ``(chains,)``, the number of divergent transitions (all, kept or thinned away)
+    and, on an SLQ path with ``cfg.exact_check``, each chain's exact check
+    ``(x, log p, log p̃, solve record)`` (else None).
     """
     warmup = cfg.warmup
     if warmup is None:
@@ -240,7 +251,17 @@ def _nuts_latents(y, op, prior, sigma, num_samples, num_chains, seed, cfg, progr
     z = torch.stack([r[0] for r in runs])  # (chains, draws, d)
     stats = {k: np.stack([r[1][k] for r in runs]) for k in NUTS_STATS}
     rates = np.asarray([r[2]["acceptance_rate"] for r in runs])
-    return z, stats, rates, sum(len(r[2]["divergences"]) for r in runs)
+    checked = None
+    if runs[0][3] is not None:
+        record = dict(runs[0][3][3])
+        for key in ("x_cg_iterations", "x_cg_residuals"):
+            record[key] = np.concatenate([r[3][3][key] for r in runs])
+        record["x_converged"] = all(r[3][3]["x_converged"] for r in runs)
+        record["x_cg_max_iterations"] = int(max(r[3][3]["x_cg_max_iterations"] for r in runs))
+        record["x_cg_max_residual"] = float(max(r[3][3]["x_cg_max_residual"] for r in runs))
+        checked = (torch.stack([r[3][0] for r in runs]), torch.stack([r[3][1] for r in runs]),
+                   torch.stack([r[3][2] for r in runs]), record)
+    return z, stats, rates, sum(len(r[2]["divergences"]) for r in runs), checked
 
 
 def _log_posterior_values(z, y, op, prior, sigma, cfg, slq):
@@ -304,7 +325,7 @@ def resample_chains(log_weights: np.ndarray, seed: int):
     return index, weights, khat, nonfinite
 
 
-def _correct_surrogate_draws(z, x, log_exact, y, op, prior, sigma, seed, cfg, stats):
+def _correct_surrogate_draws(z, x, log_exact, log_sur, seed, stats):
     """PSIS re-weighting of NUTS draws of the SLQ surrogate to the exact ``p(z | y)``.
 
     The chains target the surrogate ``p̃`` (a deterministic function of ``z``
@@ -315,9 +336,7 @@ def _correct_surrogate_draws(z, x, log_exact, y, op, prior, sigma, seed, cfg, st
     (:func:`resample_chains`).
     """
     chains, draws = z.shape[:2]
-    log_sur = torch.stack([_log_posterior_values(z[c], y, op, prior, sigma, cfg, chain_slq(cfg.slq, c))
-                           for c in range(chains)])
-    log_w = (log_exact.reshape(chains, draws) - log_sur).cpu().numpy()
+    log_w = (log_exact.reshape(chains, draws) - log_sur.reshape(chains, draws)).cpu().numpy()
     idx, weights, khat, nonfinite = resample_chains(log_w, seed + 4243)
     rows = torch.arange(chains)[:, None]
     cols = torch.as_tensor(idx)
@@ -570,9 +589,10 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
     if cfg.init == "encoder" and nuts:
         z_start = z0
     stats = None
+    checked = None
     if nuts:
-        z, stats, rates, divergent = _nuts_latents(y, op, prior, sigma, num_samples, num_chains, seed, cfg,
-                                                   progress, z_start, cov_root)
+        z, stats, rates, divergent, checked = _nuts_latents(y, op, prior, sigma, num_samples, num_chains, seed,
+                                                            cfg, progress, z_start, cov_root)
         extras.update(max_tree_depth=cfg.max_tree_depth, mass=cfg.mass, acceptance_rate=rates,
                       num_divergences=divergent, thin=cfg.thin)
     else:
@@ -580,13 +600,16 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
     surrogate = cfg.evidence == "slq"
     exact = surrogate and cfg.exact_check
     # On the dense path the Laplace's own log densities come from the same factor as x.
-    x, log_exact, x_record = _x_samples(z, y, op, prior, sigma, seed, cfg, progress,
-                                        exact_log_density=exact or (not nuts and not surrogate))
+    if checked is not None:  # NUTS chains did their own exact checks
+        x, log_exact, log_sur, x_record = checked
+    else:
+        x, log_exact, x_record = _x_samples(z, y, op, prior, sigma, seed, cfg, progress,
+                                            exact_log_density=exact or (not nuts and not surrogate))
     extras.update(x_record, exact_check=exact)
     if surrogate:
         extras["slq_seeds"] = ([cfg.slq.seed + c for c in range(num_chains)] if nuts else [cfg.slq.seed])
     if nuts and exact:
-        z, x, stats, more = _correct_surrogate_draws(z, x, log_exact, y, op, prior, sigma, seed, cfg, stats)
+        z, x, stats, more = _correct_surrogate_draws(z, x, log_exact, log_sur, seed, stats)
         extras.update(more)
     elif not nuts:
         flat = z.reshape(-1, z.shape[-1])

@@ -100,7 +100,7 @@ class PrecisionReference:
         NotPositiveDefiniteError
             ``P`` is not positive definite.
         """
-        from .marginal import _factor_rows, dense_posterior_cholesky, gram_matrix
+        from .marginal import _factor_rows, dense_posterior_cholesky  # marginal imports this module
 
         if tuple(dist.batch_shape) != (1,):
             raise ValueError(f"dist must have batch shape (1,), got {tuple(dist.batch_shape)}")
@@ -120,7 +120,6 @@ class PrecisionReference:
             n = chol.shape[-1]
             trace_gram = float((n - tr_lam) / s)  # tr(P̂⁻¹AᵀA) = (N − tr(P̂⁻¹Λ̂))/ŝ
             del cov
-            gram_matrix(op, f64, ld.device)  # keep the cache warm for the exact checks
         return cls(chol=chol, log_det=2.0 * chol.diagonal().log().sum(), stencil_covariance=sel,
                    index=idx, trace_gram=trace_gram, noise_precision=s, op=op, radius=dist.radius)
 
@@ -280,14 +279,14 @@ class _PreconditionedTerms(torch.autograd.Function):
         per_probe = rem[:, :k]
         logdet = cv + per_probe.mean(1)
         variance = per_probe.var(1) / k
-        inv_quad = rem.new_zeros(batch) + (mat.whiten(b[:, None, :])[:, 0] * sol[:, k]).sum(-1)
+        inv_quad = (v0[:, k] * sol[:, k]).sum(-1)  # (L̂⁻¹b)ᵀ M⁻¹ (L̂⁻¹b) = bᵀP⁻¹b
         v = mat.unwhiten(sol[:, k:])[:, 0]  # P⁻¹b
         a = mat.unwhiten(g)  # L̂⁻ᵀg
         c = mat.unwhiten(sol[:, :k])  # L̂⁻ᵀM⁻¹g
         ctx.save_for_backward(w, noise_precision, v, a, c - a, q_w)
         ctx.ref = ref
         record.update(variance=variance.detach(), control_variate=cv.detach(), iterations=int(steps.max()),
-                      relative_residual=float(resid.max() / 1.0), converged=converged)
+                      relative_residual=float(resid.max()), converged=converged)
         return logdet, inv_quad
 
     @staticmethod
@@ -298,7 +297,6 @@ class _PreconditionedTerms(torch.autograd.Function):
         w, s, v, a, d, q_w = ctx.saved_tensors
         ref = ctx.ref
         idx = ref.index
-        k = a.shape[1]
         # tr((P⁻¹ − P̂⁻¹) dP) ≈ mean_k dᵀ dP a with d = L̂⁻ᵀ(M⁻¹ − I)g, a = L̂⁻ᵀg.
         ua = (w[:, None] * a[..., idx]).sum(-1, keepdim=True)  # (B, K, N, 1)
         ud = (w[:, None] * d[..., idx]).sum(-1, keepdim=True)
@@ -309,7 +307,6 @@ class _PreconditionedTerms(torch.autograd.Function):
         grad_w = g_logdet[:, None, None] * (2.0 * q_w + stoch_w) - 2.0 * g_quad[:, None, None] * uv * v_idx
         v_gram_v = (_gram_matvec(ref.op, v[:, None])[:, 0] * v).sum(-1)
         grad_s = g_logdet * (ref.trace_gram + stoch_s) - g_quad * v_gram_v
-        del k
         return grad_w, grad_s, 2.0 * g_quad[:, None] * v, None, None, None, None, None
 
 

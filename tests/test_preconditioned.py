@@ -60,6 +60,15 @@ def natural_problem(size, angles):
     return prior, op, m.y, m.noise_std
 
 
+def blur8_problem():
+    """An 8² deblurring problem with an untrained prior and a reference factor at z = 0."""
+    vae = tiny_prior(size=8, latent_dim=2)
+    op = ops.Blur(8, ops.gaussian_kernel(1.0, 5))
+    _, _, y = measurement(op, vae, 0.1, batch=1)
+    z = torch.zeros(1, 2, dtype=F64)
+    return vae, op, y, z, PrecisionReference.from_distribution(decode64(vae, z), op, 0.1)
+
+
 @pytest.mark.parametrize("size,angles", [(32, 30), (64, 20)])
 def test_preconditioned_log_det_mean_and_variance_match_exact(size, angles):
     """Over 24 probe seeds, the estimates' mean is the exact log|P| within 4 standard errors, and the
@@ -110,11 +119,7 @@ def test_preconditioned_is_exact_at_the_reference_and_its_gradient_matches_dense
 
 def test_preconditioned_noise_precision_gradient_matches_dense():
     """σ moves away from the reference's σ̂ (type-II estimation): value and ∂/∂σ still match dense."""
-    vae = tiny_prior(size=8, latent_dim=2)
-    op = ops.Blur(8, ops.gaussian_kernel(1.0, 5))
-    _, _, y = measurement(op, vae, 0.1, batch=1)
-    z = torch.zeros(1, 2, dtype=F64)
-    ref = PrecisionReference.from_distribution(decode64(vae, z), op, 0.1)
+    vae, op, y, z, ref = blur8_problem()
     sigma = torch.tensor(0.105, dtype=F64, requires_grad=True)
     dense = marginal_log_likelihood(decode64(vae, z), y, op, sigma, "dense")
     (g_dense,) = torch.autograd.grad(dense.sum(), sigma)
@@ -126,11 +131,7 @@ def test_preconditioned_noise_precision_gradient_matches_dense():
 
 
 def test_preconditioned_refuses_mismatched_inputs():
-    vae = tiny_prior(size=8, latent_dim=2)
-    op = ops.Blur(8, ops.gaussian_kernel(1.0, 5))
-    _, _, y = measurement(op, vae, 0.1, batch=1)
-    z = torch.zeros(1, 2, dtype=F64)
-    ref = PrecisionReference.from_distribution(decode64(vae, z), op, 0.1)
+    vae, op, y, z, ref = blur8_problem()
     with pytest.raises(TypeError, match="preconditioner"):
         SLQConfig(preconditioner="dense")
     with pytest.raises(ValueError, match="num_probes"):
@@ -188,10 +189,7 @@ def test_psis_threshold_and_systematic_resampling():
 
 
 def test_chains_get_their_own_probe_seeds():
-    vae = tiny_prior(size=8, latent_dim=2)
-    op = ops.Blur(8, ops.gaussian_kernel(1.0, 5))
-    _, _, y = measurement(op, vae, 0.1, batch=1)
-    ref = PrecisionReference.from_distribution(decode64(vae, torch.zeros(1, 2, dtype=F64)), op, 0.1)
+    vae, op, y, _, ref = blur8_problem()
     slq = SLQConfig(num_probes=4, seed=3, preconditioner=ref)
     assert [chain_slq(slq, c).seed for c in range(3)] == [3, 4, 5]
     z = torch.full((1, 2), 0.7, dtype=F64)

@@ -54,7 +54,8 @@ from .latent_laplace import (
 from .latent_map import collapsed_map, default_noise_guess, initial_latent
 from .nuts import MAX_TREE_DEPTH, NUTS_STATS, _run_nuts
 
-__all__ = ["SAMPLING_METHODS", "NUTS_STATS", "MAX_TREE_DEPTH", "SamplingConfig", "sample_posterior",
+__all__ = ["SAMPLING_METHODS", "SAMPLING_EVIDENCE", "NUTS_STATS", "MAX_TREE_DEPTH", "MAP_NEWTON_DECREMENT_LIMIT",
+           "SamplingConfig", "sample_posterior", "chain_slq", "resample_chains",
            "LaplaceWarning", "ImportanceSamplingWarning", "latent_hessian"]
 
 SAMPLING_METHODS = ("nuts", "laplace", "laplace-is", "hvae-svi") + DIFFUSION_METHODS

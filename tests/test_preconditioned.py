@@ -25,7 +25,8 @@ from bayes_recon.inference.latent_laplace import (
     warn_khat,
 )
 from bayes_recon.inference.latent_map import initial_latent
-from bayes_recon.inference.sampling import SamplingConfig, chain_slq, latent_hessian, sample_posterior
+from bayes_recon.inference.exact_check import chain_slq
+from bayes_recon.inference.sampling import SamplingConfig, latent_hessian, sample_posterior
 from bayes_recon.models.exact_conditional import GaussianImagePosterior
 from bayes_recon.models.marginal import (
     SLQConfig,
@@ -247,7 +248,7 @@ def test_corrected_surrogate_nuts_matches_dense_nuts_at_32():
 def test_resample_chains_corrects_a_shifted_proposal():
     """Draws of N(0, 1) re-weighted to N(0.3, 1) (log w = 0.3 z − 0.045): the resampled chains' mean
     is 0.3 within 4 standard errors of the importance estimate; equal weights change nothing."""
-    from bayes_recon.inference.sampling import resample_chains
+    from bayes_recon.inference.exact_check import resample_chains
 
     rng = np.random.default_rng(0)
     z = rng.standard_normal((2, 4000))

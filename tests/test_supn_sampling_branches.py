@@ -22,6 +22,7 @@ import torch
 from pyro.infer import MCMC, NUTS
 
 from bayes_recon import operators as ops
+from bayes_recon.inference import exact_check as exact_check_module
 from bayes_recon.inference import latent_map as latent_map_module
 from bayes_recon.inference import latent_laplace as latent_laplace_module
 from bayes_recon.inference import map as map_module
@@ -103,7 +104,7 @@ def test_generator_on_another_device_raises():
 
 def test_no_path_drops_a_generator():
     """No code in the SUPN inference modules replaces a generator by None or filters warnings."""
-    for module in (sampling_module, latent_map_module, map_module, preconditioned_module,
+    for module in (sampling_module, exact_check_module, latent_map_module, map_module, preconditioned_module,
                    nuts_module, latent_laplace_module, marginal_module, exact_conditional_module,
                    collapsed_model_module):
         src = inspect.getsource(module)

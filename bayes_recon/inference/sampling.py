@@ -16,54 +16,46 @@ the image samples are draws from the joint posterior.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .._validation import check_choice, check_int, check_positive
 from ..models.collapsed import collapsed_model
-from ..models.exact_conditional import GaussianImagePosterior, XSolverConfig
-from ..models.marginal import (
-    DENSE_MAX_PIXELS,
-    SLQConfig,
-    collapsed_log_posterior,
-    decode64,
-    dense_log_likelihood_and_factor,
-    latent_log_prior,
-)
-from ..models.preconditioned import PrecisionReference
+from ..models.exact_conditional import XSolverConfig
+from ..models.marginal import DENSE_MAX_PIXELS, SLQConfig
 from ..models.program import check_reconstruction_inputs
 from ..posterior import Posterior
 from .chains import available_cores, run_chains
 from .diffusion import DIFFUSION_METHODS, diffusion_posterior
+from .exact_check import (
+    chain_slq,
+    correct_surrogate_draws,
+    exact_x_samples,
+    log_posterior_values,
+    merge_solve_records,
+    preconditioned_fit,
+)
 from .hvae_posterior import hvae_posterior
 from .latent_laplace import (
     ImportanceSamplingWarning,
     LaplaceWarning,
     laplace_draws,
     laplace_fit,
-    laplace_log_density,
+    laplace_importance,
     latent_hessian,
-    psis_weights,
-    systematic_resample,
-    warn_khat,
+    map_stationarity,
 )
-from .latent_map import collapsed_map, default_noise_guess, initial_latent
+from .latent_map import collapsed_map, initial_latent
 from .nuts import MAX_TREE_DEPTH, NUTS_STATS, _run_nuts
 
-__all__ = ["SAMPLING_METHODS", "SAMPLING_EVIDENCE", "NUTS_STATS", "MAX_TREE_DEPTH", "MAP_NEWTON_DECREMENT_LIMIT",
-           "SamplingConfig", "sample_posterior", "chain_slq", "resample_chains",
-           "LaplaceWarning", "ImportanceSamplingWarning", "latent_hessian"]
+__all__ = ["SAMPLING_METHODS", "SAMPLING_EVIDENCE", "NUTS_STATS", "MAX_TREE_DEPTH", "SamplingConfig",
+           "sample_posterior", "LaplaceWarning", "ImportanceSamplingWarning", "latent_hessian"]
 
 SAMPLING_METHODS = ("nuts", "laplace", "laplace-is", "hvae-svi") + DIFFUSION_METHODS
 #: Evidence paths of :class:`SamplingConfig` (``models.marginal``'s and ``"preconditioned"``).
 SAMPLING_EVIDENCE = ("auto", "dense", "slq", "preconditioned")
-#: ``gᵀH⁻¹g`` (twice the predicted decrease of ``−log p(z | y)``, nats) above which
-#: the collapsed MAP counts as not stationary (:class:`LaplaceWarning`).
-MAP_NEWTON_DECREMENT_LIMIT = 1.0
 
 
 #: Default NUTS warm-up with the Hessian mass matrix: dual averaging of the step size
@@ -193,11 +185,6 @@ class SamplingConfig:
         check_positive("hessian_step", self.hessian_step)
 
 
-def chain_slq(slq: SLQConfig, chain: int) -> SLQConfig:
-    """The probe settings of NUTS chain ``chain``: seed ``slq.seed + chain``, the rest unchanged."""
-    return replace(slq, seed=slq.seed + chain)
-
-
 def _nuts_chain(chain, y, op, prior, sigma, num_samples, warmup, seed, cfg, progress, z_init, cov_root,
                 inv_mass):
     """One NUTS chain of :func:`_nuts_latents` (module level: it may run in a worker process)."""
@@ -221,9 +208,9 @@ def _nuts_chain(chain, y, op, prior, sigma, num_samples, warmup, seed, cfg, prog
     if cfg.evidence == "slq" and cfg.exact_check:
         # The chain's exact check where the chain ran (in parallel with the other chains):
         # exact and surrogate log densities of its draws, and their x from the same factor.
-        x, log_exact, record = _x_samples(z[None].to(torch.float64), y, op, prior, sigma, seed + chain, cfg,
+        x, log_exact, record = exact_x_samples(z[None].to(torch.float64), y, op, prior, sigma, seed + chain, cfg,
                                           progress, exact_log_density=True)
-        log_sur = _log_posterior_values(z.to(torch.float64), y, op, prior, sigma, cfg, kwargs["slq"])
+        log_sur = log_posterior_values(z.to(torch.float64), y, op, prior, sigma, cfg, kwargs["slq"])
         checked = (x[0], log_exact, log_sur, record)
     return z, st, info, checked
 
@@ -254,194 +241,10 @@ def _nuts_latents(y, op, prior, sigma, num_samples, num_chains, seed, cfg, progr
     rates = np.asarray([r[2]["acceptance_rate"] for r in runs])
     checked = None
     if runs[0][3] is not None:
-        record = dict(runs[0][3][3])
-        for key in ("x_cg_iterations", "x_cg_residuals"):
-            record[key] = np.concatenate([r[3][3][key] for r in runs])
-        record["x_converged"] = all(r[3][3]["x_converged"] for r in runs)
-        record["x_cg_max_iterations"] = int(max(r[3][3]["x_cg_max_iterations"] for r in runs))
-        record["x_cg_max_residual"] = float(max(r[3][3]["x_cg_max_residual"] for r in runs))
-        checked = (torch.stack([r[3][0] for r in runs]), torch.stack([r[3][1] for r in runs]),
-                   torch.stack([r[3][2] for r in runs]), record)
+        checks = [r[3] for r in runs]
+        checked = (*(torch.stack([c[k] for c in checks]) for k in range(3)),
+                   merge_solve_records([c[3] for c in checks]))
     return z, stats, rates, sum(len(r[2]["divergences"]) for r in runs), checked
-
-
-def _log_posterior_values(z, y, op, prior, sigma, cfg, slq):
-    """``log p(z | y)`` on ``cfg``'s evidence path (no gradient) for ``z`` ``(n, d)``: ``(n,)``."""
-    with torch.no_grad():
-        return torch.cat([collapsed_log_posterior(
-            z[i:i + cfg.x_batch], y.expand(min(cfg.x_batch, z.shape[0] - i), *y.shape[1:]), op, prior,
-            sigma, cfg.temperature, cfg.evidence, slq) for i in range(0, z.shape[0], cfg.x_batch)])
-
-
-def _laplace_importance(z, log_p, z_map, cov_root, info, seed, method):
-    """PSIS check of Laplace draws ``z`` ``(chains, draws, d)`` against ``log_p`` ``(chains·draws,)``.
-
-    Returns ``sample_stats`` (``importance_weight`` for ``"laplace"``), the
-    resampling indices into the flat draws (``laplace-is``; else None) and
-    extras: ``psis_khat``, ``psis_warning``, ``importance_ess`` (``1/Σw²`` of
-    the smoothed weights), ``num_nonfinite_log_ratios``, ``log_ratio``
-    ``(chains, draws)``.
-    """
-    flat = z.reshape(-1, z.shape[-1])
-    log_q = laplace_log_density(flat, z_map.to(torch.float64), cov_root, info["log_det_cov"])
-    log_ratio = (log_p - log_q).cpu().numpy()
-    weights, khat, nonfinite = psis_weights(log_ratio)
-    extras = {"psis_khat": khat, "psis_warning": warn_khat(khat, method, flat.shape[0]),
-              "importance_ess": float(1.0 / np.square(weights).sum()),
-              "num_nonfinite_log_ratios": nonfinite, "log_ratio": log_ratio.reshape(z.shape[:2])}
-    if method == "laplace":
-        return {"importance_weight": weights.reshape(z.shape[:2])}, None, extras
-    # Multinomial resampling by the smoothed weights, seeded on the draws' device.
-    gen = torch.Generator(device=z.device).manual_seed(seed + 4242)
-    w = torch.as_tensor(weights, dtype=torch.float64, device=z.device)
-    idx = torch.multinomial(w, flat.shape[0], replacement=True, generator=gen)
-    extras["resampled_unique"] = int(idx.unique().numel())
-    return None, idx, extras
-
-
-def resample_chains(log_weights: np.ndarray, seed: int):
-    """PSIS weights pooled over chains, then systematic resampling within each chain.
-
-    Parameters
-    ----------
-    log_weights : numpy.ndarray
-        ``(chains, draws)`` log importance ratios (target over proposal).
-    seed : int
-        Seeds the one uniform offset per chain.
-
-    Returns
-    -------
-    index : numpy.ndarray
-        ``(chains, draws)`` sorted draw indices per chain (equal weights: the identity).
-    weights : numpy.ndarray
-        ``(chains, draws)`` PSIS-smoothed weights, normalised over all draws.
-    khat : float
-    num_nonfinite : int
-    """
-    chains, draws = log_weights.shape
-    weights, khat, nonfinite = psis_weights(log_weights.reshape(-1))
-    weights = weights.reshape(chains, draws)
-    rng = np.random.default_rng(seed)
-    index = np.stack([systematic_resample(weights[c], draws, rng.uniform()) for c in range(chains)])
-    return index, weights, khat, nonfinite
-
-
-def _correct_surrogate_draws(z, x, log_exact, log_sur, seed, stats):
-    """PSIS re-weighting of NUTS draws of the SLQ surrogate to the exact ``p(z | y)``.
-
-    The chains target the surrogate ``p̃`` (a deterministic function of ``z``
-    per chain seed), so ``log w = log p − log p̃`` at their draws are exact
-    importance ratios. The smoothed weights are pooled for ``k̂``, then each
-    chain is systematically resampled by its own normalised weights, order
-    kept (equal weights: the chain unchanged), so R-hat and ESS stay per chain
-    (:func:`resample_chains`).
-    """
-    chains, draws = z.shape[:2]
-    log_w = (log_exact.reshape(chains, draws) - log_sur.reshape(chains, draws)).cpu().numpy()
-    idx, weights, khat, nonfinite = resample_chains(log_w, seed + 4243)
-    rows = torch.arange(chains)[:, None]
-    cols = torch.as_tensor(idx)
-    extras = {
-        "psis_khat": khat, "psis_warning": warn_khat(khat, "nuts", chains * draws, proposal="surrogate"),
-        "importance_ess": float(1.0 / np.square(weights.reshape(-1)).sum()),
-        "num_nonfinite_log_ratios": nonfinite, "log_ratio": log_w,
-        "surrogate_error_std": float(np.nanstd(log_w)),
-        "surrogate_error_max": float(np.nanmax(np.abs(log_w - np.nanmean(log_w)))),
-        "resampled_unique": int(sum(np.unique(r).size for r in idx)),
-    }
-    stats = {k: np.take_along_axis(v, idx, 1) for k, v in stats.items()}
-    stats["importance_weight"] = weights
-    return z[rows, cols.to(z.device)], x[rows, cols.to(x.device)], stats, extras
-
-
-def _dense_batch(x_batch: int, num_pixels: int) -> int:
-    """Draws factorised together: ``x_batch`` at 32², fewer above (memory ~ batch·N², one at 64²)."""
-    return max(1, min(x_batch, x_batch * DENSE_MAX_PIXELS ** 2 // num_pixels ** 2))
-
-
-def _x_samples(z, y, op, prior, sigma, seed, cfg, progress, exact_log_density=False):
-    """One exact ``x | z, y`` per draw: ``z`` ``(chains, draws, d)`` → ``(chains, draws, C, H, W)``.
-
-    With ``exact_log_density`` every batch is factorised densely once
-    (:func:`~bayes_recon.models.marginal.dense_log_likelihood_and_factor`):
-    the factor gives the exact ``log p(z | y)`` of each draw (returned,
-    ``(chains·draws,)``, else None) and, with solver ``"auto"``/``"cholesky"``,
-    its ``x``. Also returns the solve record: ``x_solver``, ``x_converged``
-    (every CG solve reached ``cg_tol``), ``x_cg_iterations`` /
-    ``x_cg_residuals`` (one entry per CG solve; empty for Cholesky),
-    ``x_cg_max_iterations`` and ``x_cg_max_residual`` (NaN / 0 without CG).
-    """
-    chains, draws, d = z.shape
-    flat = z.reshape(-1, d)
-    gen = torch.Generator(device=y.device).manual_seed(seed + 7919)
-    out, logs, converged, iters, resid, solver = [], [], True, [], [], None
-    batch = _dense_batch(cfg.x_batch, op.domain_size) if exact_log_density else cfg.x_batch
-    steps = range(0, flat.shape[0], batch)
-    for start in tqdm(steps, desc="exact x | z, y", disable=not progress, leave=False):
-        zb = flat[start:start + batch]
-        with torch.no_grad():
-            dist = decode64(prior, zb)
-        yb = y.expand(zb.shape[0], *y.shape[1:])
-        chol = None
-        if exact_log_density:
-            ll, chol = dense_log_likelihood_and_factor(dist, yb, op, sigma)
-            logs.append(ll + latent_log_prior(zb, cfg.temperature))
-        post = GaussianImagePosterior(dist, yb, op, sigma, cfg.x_solver, cholesky=chol)
-        out.append(post.sample(1, generator=gen)[0])
-        converged = converged and post.converged
-        iters += post.cg_iterations
-        resid += post.cg_residuals
-        solver = post.solver
-    x = torch.cat(out).reshape(chains, draws, *op.domain_shape)
-    record = {
-        "x_solver": solver,
-        "x_converged": bool(converged),
-        "x_cg_iterations": np.asarray(iters, dtype=np.int64),
-        "x_cg_residuals": np.asarray(resid, dtype=np.float64),
-        "x_cg_max_iterations": int(max(iters, default=0)),
-        "x_cg_max_residual": float(max(resid, default=float("nan"))),
-    }
-    return x, (torch.cat(logs) if exact_log_density else None), record
-
-
-def _preconditioned_fit(y, op, prior, noise_std, z0, cfg, need_map):
-    """The reference factor for ``evidence="preconditioned"``, and the collapsed MAP on it.
-
-    Round 1: reference at the encoder's latent ``z0``, MAP on that surrogate;
-    round 2: reference at that MAP, MAP again from it; the returned reference
-    is built at the final MAP (where the whitened matrix is the identity, so
-    the gradient and the Hessian's centre are exact). Without ``need_map`` (σ
-    given, no Laplace and no MAP start) one reference at ``z0``.
-    """
-    sigma = None if noise_std is None else float(noise_std)
-    ref = PrecisionReference.from_distribution(decode64(prior, z0), op,
-                                               sigma if sigma is not None else default_noise_guess(y))
-    if not need_map:
-        return None, ref
-    z, fit = z0, None
-    for _ in range(2):
-        fit = collapsed_map(y, op, prior, noise_std, z0=z, temperature=cfg.temperature, method="slq",
-                            slq=replace(cfg.slq, preconditioner=ref), steps=cfg.map_steps)
-        z = fit.z
-        ref = PrecisionReference.from_distribution(decode64(prior, z), op, fit.noise_std)
-    return fit, ref
-
-
-def _map_stationarity(z, y, op, prior, sigma, cfg, hessian):
-    """``‖∇‖`` and ``gᵀH⁻¹g`` of ``−log p(z | y)`` at the MAP ``z`` ``(1, d)`` (warns if not stationary)."""
-    v = z.detach().to(torch.float64).clone().requires_grad_(True)
-    lp = collapsed_log_posterior(v, y, op, prior, sigma, cfg.temperature, cfg.evidence, cfg.slq)
-    (g,) = torch.autograd.grad(-lp.sum(), v)
-    g = g.reshape(-1)
-    decrement = float(g @ torch.linalg.solve(hessian, g))
-    if not decrement <= MAP_NEWTON_DECREMENT_LIMIT:
-        warnings.warn(
-            f"the collapsed MAP is not stationary: gᵀH⁻¹g = {decrement:.3g} > {MAP_NEWTON_DECREMENT_LIMIT} "
-            f"(‖∇‖ = {float(g.norm()):.3g}); the Laplace approximation is centred off the mode. Raise "
-            "map_steps. Recorded in the posterior's extras (map_newton_decrement)",
-            LaplaceWarning, stacklevel=3,
-        )
-    return {"map_gradient_norm": float(g.norm()), "map_newton_decrement": decrement}
 
 
 def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method: str = "nuts",
@@ -503,7 +306,7 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
         were clipped, which also warns :class:`LaplaceWarning`), and the MAP's
         stationarity ``map_gradient_norm`` ``‖∇‖`` and
         ``map_newton_decrement`` ``gᵀH⁻¹g`` (above
-        :data:`MAP_NEWTON_DECREMENT_LIMIT` warns :class:`LaplaceWarning`);
+        :data:`~bayes_recon.inference.latent_laplace.MAP_NEWTON_DECREMENT_LIMIT` warns :class:`LaplaceWarning`);
         NUTS: ``max_tree_depth``, ``mass``, ``acceptance_rate``
         ``(chains,)``, ``num_divergences`` (every divergent transition,
         thinned away or not), ``thin``; the SLQ paths: ``slq_seeds`` (probe
@@ -570,7 +373,7 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
         evidence = "dense" if op.domain_size <= DENSE_MAX_PIXELS else "preconditioned"
     extras = {"evidence": evidence}
     if evidence == "preconditioned":
-        fit, ref = _preconditioned_fit(y, op, prior, noise_std, z0, cfg, need_map)
+        fit, ref = preconditioned_fit(y, op, prior, noise_std, z0, cfg, need_map)
         cfg = replace(cfg, evidence="slq", slq=replace(cfg.slq, preconditioner=ref))
     else:
         cfg = replace(cfg, evidence=evidence)
@@ -586,7 +389,7 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
         h, cov_root, info = laplace_fit(z_start, y, op, prior, sigma, cfg)
         extras["hessian"] = h.cpu().numpy()
         extras.update(info)
-        extras.update(_map_stationarity(z_start, y, op, prior, sigma, cfg, h))
+        extras.update(map_stationarity(z_start, y, op, prior, sigma, cfg, h))
     if cfg.init == "encoder" and nuts:
         z_start = z0
     stats = None
@@ -604,19 +407,19 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
     if checked is not None:  # NUTS chains did their own exact checks
         x, log_exact, log_sur, x_record = checked
     else:
-        x, log_exact, x_record = _x_samples(z, y, op, prior, sigma, seed, cfg, progress,
+        x, log_exact, x_record = exact_x_samples(z, y, op, prior, sigma, seed, cfg, progress,
                                             exact_log_density=exact or (not nuts and not surrogate))
     extras.update(x_record, exact_check=exact)
     if surrogate:
         extras["slq_seeds"] = ([cfg.slq.seed + c for c in range(num_chains)] if nuts else [cfg.slq.seed])
     if nuts and exact:
-        z, x, stats, more = _correct_surrogate_draws(z, x, log_exact, log_sur, seed, stats)
+        z, x, stats, more = correct_surrogate_draws(z, x, log_exact, log_sur, seed, stats)
         extras.update(more)
     elif not nuts:
         flat = z.reshape(-1, z.shape[-1])
-        log_p = log_exact if log_exact is not None else _log_posterior_values(flat, y, op, prior, sigma, cfg,
+        log_p = log_exact if log_exact is not None else log_posterior_values(flat, y, op, prior, sigma, cfg,
                                                                                cfg.slq)
-        stats, idx, more = _laplace_importance(z, log_p, z_start, cov_root, info, seed, method)
+        stats, idx, more = laplace_importance(z, log_p, z_start, cov_root, info, seed, method)
         extras.update(more)
         if idx is not None:
             z = flat[idx].reshape(z.shape)

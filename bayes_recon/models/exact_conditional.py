@@ -32,7 +32,7 @@ from .._validation import check_choice, check_int, check_positive
 from ..distributions.stencil import cholesky_t_matvec
 from ..operators import Inpainting, LinearOperator, conjugate_gradient
 from ._generators import check_generator, cpu_generator_from
-from .marginal import DENSE_MAX_PIXELS, _factor_rows, dense_posterior_cholesky
+from .marginal import DENSE_MAX_PIXELS, _factor_rows, as_float64, dense_posterior_cholesky
 
 __all__ = ["X_SOLVERS", "XSolverConfig", "GaussianImagePosterior"]
 
@@ -128,8 +128,7 @@ class GaussianImagePosterior:
         self.sigma = check_positive("noise_std", noise_std)
         self.op = op
         f64 = torch.float64
-        self.dist = type(dist)(dist.loc.detach().to(f64), dist.log_diag.detach().to(f64),
-                               dist.off_diag.detach().to(f64), dist.radius, validate_args=False)
+        self.dist = as_float64(dist, detach=True)
         self.out_dtype = dist.loc.dtype
         self.y = y.detach().to(torch.complex128 if y.is_complex() else f64)
         if tuple(self.dist.batch_shape) != (y.shape[0],):

@@ -64,6 +64,7 @@ __all__ = [
     "dense_precision",
     "dense_posterior_cholesky",
     "dense_log_likelihood_and_factor",
+    "as_float64",
 ]
 
 EVIDENCE_METHODS = ("auto", "dense", "slq")
@@ -143,9 +144,19 @@ def decode64(prior, z: torch.Tensor):
     """
     dtype = next(prior.parameters()).dtype
     d = prior.decode(z.to(dtype))
-    f64 = torch.float64
-    return type(d)(d.loc.to(f64), d.log_diag.to(f64), d.off_diag.to(f64), d.radius,
-                   validate_args=False)
+    return as_float64(d)
+
+
+def as_float64(dist, detach: bool = False):
+    """``dist`` (a :class:`~bayes_recon.distributions.StructuredGaussian`) with float64 parameters.
+
+    Keeps the autograd graph unless ``detach``.
+    """
+    def cast(t):
+        return (t.detach() if detach else t).to(torch.float64)
+
+    return type(dist)(cast(dist.loc), cast(dist.log_diag), cast(dist.off_diag), dist.radius,
+                      validate_args=False)
 
 
 def gram_matrix(op: LinearOperator, dtype=torch.float64, device=None) -> torch.Tensor:
@@ -446,10 +457,8 @@ def marginal_log_likelihood(dist, y: torch.Tensor, op: LinearOperator, noise_std
     if tuple(dist.batch_shape) != (y.shape[0],):
         raise ValueError(f"dist must have batch shape ({y.shape[0]},) to match y, "
                          f"got {tuple(dist.batch_shape)}")
-    f64 = torch.float64
-    if dist.loc.dtype != f64:
-        dist = type(dist)(dist.loc.to(f64), dist.log_diag.to(f64), dist.off_diag.to(f64),
-                          dist.radius, validate_args=False)
+    if dist.loc.dtype != torch.float64:
+        dist = as_float64(dist)
     method = choose_evidence_method(method, op.domain_size)
     slq = SLQConfig() if slq is None else slq
     s = _noise_precision(noise_std, y.shape[0], dist.loc)
@@ -480,9 +489,7 @@ def dense_log_likelihood_and_factor(dist, y: torch.Tensor, op: LinearOperator, n
     ``cholesky=``). ``dist`` has batch shape ``(B,)`` matching ``y``.
     """
     with torch.no_grad():
-        f64 = torch.float64
-        dist = type(dist)(dist.loc.detach().to(f64), dist.log_diag.detach().to(f64),
-                          dist.off_diag.detach().to(f64), dist.radius, validate_args=False)
+        dist = as_float64(dist, detach=True)
         s = _noise_precision(noise_std, y.shape[0], dist.loc)
         rr, b = _residual_terms(dist, y, op, s)
         idx, w = _factor_rows(dist)

@@ -100,7 +100,7 @@ class PrecisionReference:
         NotPositiveDefiniteError
             ``P`` is not positive definite.
         """
-        from .marginal import _factor_rows, dense_posterior_cholesky  # marginal imports this module
+        from .marginal import _factor_rows, as_float64, dense_posterior_cholesky  # marginal imports this module
 
         if tuple(dist.batch_shape) != (1,):
             raise ValueError(f"dist must have batch shape (1,), got {tuple(dist.batch_shape)}")
@@ -108,11 +108,9 @@ class PrecisionReference:
             raise TypeError(f"op must be a bayes_recon LinearOperator, got {type(op).__name__}")
         s = float(noise_std) ** -2
         with torch.no_grad():
-            f64 = torch.float64
-            ld, off = dist.log_diag.detach().to(f64), dist.off_diag.detach().to(f64)
-            dist = type(dist)(dist.loc.detach().to(f64), ld, off, dist.radius, validate_args=False)
+            dist = as_float64(dist, detach=True)
             idx, w = _factor_rows(dist)
-            sv = torch.full((1,), s, dtype=f64, device=ld.device)
+            sv = torch.full((1,), s, dtype=torch.float64, device=w.device)
             chol = dense_posterior_cholesky(w, idx, op, sv)[0]
             cov = torch.cholesky_inverse(chol)
             sel = cov[idx[:, :, None], idx[:, None, :]]  # (N, R, R)

@@ -278,9 +278,12 @@ class _PreconditionedTerms(torch.autograd.Function):
         logdet = cv + per_probe.mean(1)
         variance = per_probe.var(1) / k
         inv_quad = (v0[:, k] * sol[:, k]).sum(-1)  # (L̂⁻¹b)ᵀ M⁻¹ (L̂⁻¹b) = bᵀP⁻¹b
-        v = mat.unwhiten(sol[:, k:])[:, 0]  # P⁻¹b
-        a = mat.unwhiten(g)  # L̂⁻ᵀg
-        c = mat.unwhiten(sol[:, :k])  # L̂⁻ᵀM⁻¹g
+        # One triangular solve for all 2K + 1 right-hand sides: it reads the N × N factor once
+        # (memory-bound), so its cost hardly depends on the number of columns.
+        back = mat.unwhiten(torch.cat([sol, g], 1))
+        c = back[:, :k]  # L̂⁻ᵀM⁻¹g
+        v = back[:, k]  # P⁻¹b
+        a = back[:, k + 1:]  # L̂⁻ᵀg
         ctx.save_for_backward(w, noise_precision, v, a, c - a, q_w)
         ctx.ref = ref
         record.update(variance=variance.detach(), control_variate=cv.detach(), iterations=int(steps.max()),

@@ -245,6 +245,20 @@ def test_dip_posteriors(tmp_path, method):
         assert metrics["dropout"] == pytest.approx(0.1)
 
 
+def test_dip_from_a_checkpoint_init(tmp_path):
+    # --dip-init FILE: the fit starts from that network (its architecture, not --dip-channels),
+    # and the run records where it started.
+    import torch
+
+    from bayes_recon.models.unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    UNet(UNetConfig(channels=4, skip_channels=(0, 4, 4))).save(tmp_path / "init")
+    metrics = _run(tmp_path / "run", "--method", "dip", *DIP, "--dip-init", str(tmp_path / "init.safetensors"))
+    assert metrics["dip_config"]["init"] == str(tmp_path / "init.safetensors")
+    assert metrics["info"]["dip_best_iteration"] >= 0
+
+
 @pytest.mark.parametrize("args, names", [
     (["--method", "jpmap", "--prior", "no-such-prior"], ["--prior", "digits-supn"]),
     (["--method", "jpmap", "--prior", "digits-supn", "--size", "32"], ["--prior", "--size", "28"]),
@@ -253,6 +267,9 @@ def test_dip_posteriors(tmp_path, method):
     (["--method", "tv", "--prior", "digits-supn"], ["--prior"]),
     (["--method", "no-such-method"], ["--method", "no-such-method"]),
     (["--method", "mc-dropout-dip", "--dropout", "1.5"], ["--dropout"]),
+    (["--method", "linearised-dip", "--dip-init", "missing.safetensors"], ["--dip-init", "missing.safetensors"]),
+    (["--method", "mc-dropout-dip", "--dip-init", "ellipses-ct-dip"], ["--dip-init", "mc-dropout-dip"]),
+    (["--method", "tv", "--dip-init", "ellipses-ct-dip"], ["--dip-init", "'tv'"]),
     (["--method", "jpmap", "--prior", "digits-supn", "--map-iterations", "0"],
      ["--map-iterations", ">= 1"]),
     (["--method", "fbp", "--image", "digit", "--size", "28", "--index", "100000"], ["--index"]),

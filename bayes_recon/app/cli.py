@@ -115,7 +115,7 @@ def settings_from_args(args: argparse.Namespace):
                               lr=args.dip_lr, input=args.dip_input,
                               network=UNetConfig(channels=args.dip_channels),
                               predcp_scale=args.predcp_scale,
-                              evidence_iterations=args.evidence_iterations)
+                              evidence_iterations=args.evidence_iterations, init=args.dip_init)
     classical = ClassicalSettings(tikhonov_weight=args.tikhonov_weight,
                                   tv_weight=args.tv_weight, tv_iterations=args.tv_iterations)
     steps = {} if args.diffusion_steps is None else {"steps": args.diffusion_steps}
@@ -518,6 +518,9 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
     d.add_argument("--dip-channels", type=POS_INT, default=32, help="U-Net channels per scale")
     d.add_argument("--dip-input", choices=("fbp", "noise"), default="fbp",
                    help="network input: FBP/A^T y of the measurement, or seeded noise")
+    d.add_argument("--dip-init", default=None, metavar="NAME|FILE",
+                   help="start the DIP from a pretrained U-Net ('educated DIP'): a shipped network "
+                   "(ellipses-ct-dip) or a U-Net checkpoint .safetensors; default: random initialisation")
     d.add_argument("--dropout", type=float, default=0.1,
                    help="mc-dropout-dip: channel dropout probability")
     d.add_argument("--evidence-iterations", type=POS_INT, default=200,

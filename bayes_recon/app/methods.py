@@ -29,6 +29,7 @@ through :func:`run_method`.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,6 +190,7 @@ class MethodSettings:
         if self.method not in PRIOR_METHODS and self.prior is not None:
             raise ValueError(f"--prior is only used by the prior methods {list(PRIOR_METHODS)}, "
                              f"not by method {self.method!r}")
+        self._check_dip_init()
         check_int("--num-chains", self.num_chains, minimum=1)
         if self.num_samples is not None:
             check_int("--num-samples", self.num_samples, minimum=1)
@@ -226,12 +228,30 @@ class MethodSettings:
         elif self.method in GMRF_METHODS:
             rec.update(num_samples=self.gmrf_samples, gmrf_config=dataclasses.asdict(self.gmrf))
         else:
-            rec["dip_config"] = dataclasses.asdict(self.dip)
+            rec["dip_config"] = dataclasses.asdict(dataclasses.replace(self.dip, init=None))
+            init = self.dip.init  # a module is recorded by its class name (a record is JSON)
+            rec["dip_config"]["init"] = (None if init is None else str(init)
+                                         if isinstance(init, (str, os.PathLike)) else type(init).__name__)
             if self.method != "dip":
                 rec["num_samples"] = self.dip_samples
             if self.method == "mc-dropout-dip":
                 rec["dropout"] = self.dropout
         return rec
+
+    def _check_dip_init(self):
+        init = self.dip.init
+        if init is None:
+            return
+        if self.method not in DIP_METHODS or self.method == "mc-dropout-dip":
+            raise ValueError(f"--dip-init is only used by the methods dip, linearised-dip and "
+                             f"fixed-sigma-dip, not by method {self.method!r}")
+        if isinstance(init, (str, os.PathLike)):
+            from ..models import available_dip_networks
+
+            shipped = available_dip_networks()
+            if str(init) not in shipped and not Path(init).with_suffix(".safetensors").exists():
+                raise ValueError(f"--dip-init must be a shipped network {shipped} or an existing U-Net "
+                                 f"checkpoint (.safetensors + .json), got {str(init)!r}")
 
     @property
     def supn_samples(self) -> int:
@@ -418,8 +438,9 @@ def _run_supn(s: MethodSettings, op, y, noise_std, prior) -> MethodResult:
 def _dip_fit_key(s: MethodSettings, network: UNetConfig, noise_std) -> tuple:
     """What determines a DIP fit: methods with equal keys may share one fit."""
     cfg = s.dip
+    init = cfg.init if cfg.init is None or isinstance(cfg.init, str) else id(cfg.init)
     return ("dip_fit", cfg.tv_weight, cfg.tv_scale, cfg.iterations, cfg.lr, cfg.input,
-            repr(network), s.seed, noise_std)
+            repr(network), init, s.seed, noise_std)
 
 
 def _dip_fit(s: MethodSettings, op, y, noise_std, network: UNetConfig, cache: dict | None):
@@ -429,7 +450,7 @@ def _dip_fit(s: MethodSettings, op, y, noise_std, network: UNetConfig, cache: di
     cfg = s.dip
     weight = dip_tv_weight(cfg, op, y, noise_std)  # the rule linearised_dip uses
     fit = fit_dip(y, op, weight, cfg.iterations, lr=cfg.lr, input=cfg.input, seed=s.seed,
-                  network_config=network, progress=s.progress)
+                  init=cfg.init, network_config=network, progress=s.progress)
     if cache is not None:
         cache[key] = fit
     return fit, False
@@ -455,6 +476,9 @@ def _run_dip(s: MethodSettings, op, y, noise_std, cache: dict | None) -> MethodR
                             noise_std=post.noise_std, info=info)
     network = s.dip.network
     if s.method == "mc-dropout-dip":
+        if s.dip.init is not None:
+            raise ValueError("mc-dropout-dip trains its own network with dropout layers; a pretrained "
+                             f"dip init ({s.dip.init!r}) has none: leave init unset for this method")
         network = dataclasses.replace(network, dropout=s.dropout)
     fit, shared = _dip_fit(s, op, y, noise_std, network, cache)
     info = {"dip_best_iteration": fit.best_iteration, "dip_best_loss": fit.best_loss,

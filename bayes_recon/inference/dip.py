@@ -10,8 +10,10 @@ makes ``fit_dip`` fine-tune it.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,7 +25,7 @@ from ..operators.base import LinearOperator
 from ..metrics import psnr
 from ..operators.classical import rough_reconstruction, total_variation
 
-__all__ = ["DIPFit", "fit_dip", "pretrain_dip", "dip_input"]
+__all__ = ["DIPFit", "fit_dip", "pretrain_dip", "dip_input", "load_dip_init"]
 
 INPUTS = ("fbp", "noise")
 
@@ -99,13 +101,45 @@ def dip_input(y: torch.Tensor, op: LinearOperator, input: str = "fbp", seed: int
     return noise_std * torch.randn((1, *op.domain_shape), generator=gen, dtype=dtype, device=y.device)
 
 
+def load_dip_init(init) -> torch.nn.Module | None:
+    """The starting network named by ``init``: None, a module, a shipped name or a checkpoint path.
+
+    Parameters
+    ----------
+    init : None, torch.nn.Module, str or os.PathLike
+        A module is returned as it is; a string that names a shipped network
+        (:func:`~bayes_recon.models.available_dip_networks`, e.g.
+        ``"ellipses-ct-dip"``) loads it; any other string or path is read as a
+        :class:`~bayes_recon.models.unet.UNet` checkpoint (``.safetensors`` +
+        ``.json``, as :meth:`UNet.save` writes).
+
+    Raises
+    ------
+    TypeError
+        ``init`` is none of these.
+    ValueError
+        The path does not exist or does not hold a U-Net checkpoint.
+    """
+    from ..models.pretrained import available_dip_networks, load_pretrained_dip
+
+    if init is None or isinstance(init, torch.nn.Module):
+        return init
+    if not isinstance(init, (str, os.PathLike)):
+        raise TypeError(f"init must be None, a torch.nn.Module, a shipped network name or a checkpoint "
+                        f"path, got {type(init).__name__}")
+    if isinstance(init, str) and init in available_dip_networks():
+        return load_pretrained_dip(init)
+    path = Path(init)
+    if not path.with_suffix(".safetensors").exists():
+        raise ValueError(f"init must be one of the shipped networks {available_dip_networks()} or an "
+                         f"existing U-Net checkpoint (.safetensors + .json), got {str(init)!r}")
+    return UNet.load(path).eval()
+
+
 def _network_for(op, init, network_config, seed, dtype, device) -> UNet:
     channels = op.domain_shape[0]
     if init is not None:
-        if not isinstance(init, torch.nn.Module):
-            raise TypeError(f"init must be a torch.nn.Module (e.g. from pretrain_dip), got "
-                            f"{type(init).__name__}")
-        net = copy.deepcopy(init)
+        net = copy.deepcopy(load_dip_init(init))
     else:
         cfg = network_config or UNetConfig(in_channels=channels, out_channels=channels)
         if not isinstance(cfg, UNetConfig):
@@ -124,7 +158,7 @@ def _network_for(op, init, network_config, seed, dtype, device) -> UNet:
 
 
 def fit_dip(y: torch.Tensor, op: LinearOperator, tv_weight: float, iterations: int,
-            lr: float = 1e-3, input: str = "fbp", init: torch.nn.Module | None = None,
+            lr: float = 1e-3, input: str = "fbp", init=None,
             seed: int = 0, network_config: UNetConfig | None = None, clip_norm: float = 1.0,
             progress: bool = True, truth: torch.Tensor | None = None) -> DIPFit:
     """Fit a deep image prior to one measurement.
@@ -147,8 +181,11 @@ def fit_dip(y: torch.Tensor, op: LinearOperator, tv_weight: float, iterations: i
         Adam learning rate.
     input : {"fbp", "noise"}
         Network input: FBP (``op.fbp`` or ``Aᵀ y / ||A||²``) or seeded noise.
-    init : torch.nn.Module, optional
-        Starting network (e.g. from :func:`pretrain_dip`); copied, not modified.
+    init : torch.nn.Module, str or os.PathLike, optional
+        Starting network ("educated DIP"): a module (e.g. from
+        :func:`pretrain_dip`; copied, not modified), a shipped network name
+        (``"ellipses-ct-dip"``) or a U-Net checkpoint path
+        (:func:`load_dip_init`). Its architecture replaces ``network_config``.
     seed : int
         Seeds the network initialisation and a noise input.
     network_config : UNetConfig, optional
@@ -227,24 +264,31 @@ def fit_dip(y: torch.Tensor, op: LinearOperator, tv_weight: float, iterations: i
                   psnr_history=psnrs, seconds=seconds)
 
 
-def pretrain_dip(op: LinearOperator, dataset: str = "ellipses", num_images: int = 2000,
+def pretrain_dip(op, dataset: str = "ellipses", num_images: int = 2000,
                  epochs: int = 5, batch_size: int = 32, lr: float = 1e-3,
-                 relative_noise: float = 0.05, seed: int = 0,
+                 relative_noise=0.05, seed: int = 0,
                  network_config: UNetConfig | None = None, progress: bool = True) -> UNet:
     """Train the DIP U-Net supervised from FBP to ground truth ("educated DIP").
 
-    Images come from ``bayes_recon.data.ellipses``; each is measured with
-    ``op`` and Gaussian noise ``relative_noise · mean|A x|`` (per batch), and
-    the network learns ``FBP(y) -> x`` by Adam on the mean squared error.
+    Images come from ``bayes_recon.data.ellipses``; image ``i`` is measured
+    with operator ``ops[i mod len(ops)]`` and Gaussian noise of standard
+    deviation ``ρ · mean|A x|`` (``ρ`` the relative noise level
+    ``levels[(i div len(ops)) mod len(levels)]``, the mean over that image's
+    measurement), and the network learns ``FBP(y) -> x`` by Adam on the mean
+    squared error with a cosine learning-rate schedule. Several operators and
+    noise levels give one network that starts DIP fits on geometries it was
+    not trained on (it is fully convolutional).
 
     Parameters
     ----------
-    op : LinearOperator
-        The forward model of the later DIP fits.
+    op : LinearOperator or sequence of LinearOperator
+        The forward model(s) of the later DIP fits; all with one square
+        ``domain_shape``.
     dataset : {"ellipses"}
     num_images, epochs, batch_size : int
     lr : float
-    relative_noise : float
+    relative_noise : float or sequence of float
+        Noise level(s) ``ρ >= 0``.
     seed : int
         Seeds the phantoms, the noise, the initialisation and the batch order.
     network_config : UNetConfig, optional
@@ -253,43 +297,67 @@ def pretrain_dip(op: LinearOperator, dataset: str = "ellipses", num_images: int 
     Returns
     -------
     UNet
-        In eval mode; pass it to ``fit_dip(..., init=net)``.
+        In eval mode, on the device of the generated images; pass it to
+        ``fit_dip(..., init=net)`` or ``LinearisedDIPConfig(init=net)``.
+
+    Examples
+    --------
+    >>> from bayes_recon.operators import ParallelBeamCT
+    >>> from bayes_recon.models.unet import UNetConfig
+    >>> net = pretrain_dip([ParallelBeamCT(16, 8), ParallelBeamCT(16, 12)], num_images=8,
+    ...                    epochs=1, batch_size=4, relative_noise=(0.02, 0.05),
+    ...                    network_config=UNetConfig(channels=4, skip_channels=(0, 4, 4)),
+    ...                    progress=False)
+    >>> net(torch.zeros(1, 1, 16, 16)).shape
+    torch.Size([1, 1, 16, 16])
     """
     from ..data.ellipses import ellipses  # data sits below inference; imported lazily
 
-    if not isinstance(op, LinearOperator):
-        raise TypeError(f"op must be a LinearOperator, got {type(op).__name__}")
+    ops = [op] if isinstance(op, LinearOperator) else list(op) if isinstance(op, (list, tuple)) else None
+    if not ops or not all(isinstance(o, LinearOperator) for o in ops):
+        raise TypeError(f"op must be a LinearOperator or a non-empty list/tuple of them, got {op!r}")
+    if any(o.domain_shape != ops[0].domain_shape for o in ops):
+        raise ValueError(f"every op must have one domain_shape, got {[o.domain_shape for o in ops]}")
     check_choice("dataset", dataset, ("ellipses",))
     for name, v in (("num_images", num_images), ("epochs", epochs), ("batch_size", batch_size)):
         check_int(name, v, minimum=1)
     lr = check_positive("lr", lr)
-    relative_noise = check_positive("relative_noise", relative_noise, allow_zero=True)
-    c, h, w = op.domain_shape
+    levels = [relative_noise] if isinstance(relative_noise, (int, float)) else list(relative_noise)
+    if not levels:
+        raise ValueError("relative_noise must be a float or a non-empty sequence of floats")
+    levels = [check_positive("relative_noise", float(r), allow_zero=True) for r in levels]
+    c, h, w = ops[0].domain_shape
     if h != w:
-        raise ValueError(f"pretrain_dip needs square images, got op.domain_shape {op.domain_shape}")
+        raise ValueError(f"pretrain_dip needs square images, got op.domain_shape {ops[0].domain_shape}")
     x_all = ellipses(num_images, h, seed)
     if c != 1:
         x_all = x_all.expand(-1, c, -1, -1).contiguous()
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=x_all.device).manual_seed(seed)
     with torch.no_grad():
-        inputs = []
-        for start in range(0, num_images, 256):
-            xb = x_all[start:start + 256]
-            ax = op(xb)
-            noise = torch.randn(ax.shape, generator=gen, dtype=ax.dtype)
-            inputs.append(rough_reconstruction(op, ax + relative_noise * ax.abs().mean() * noise))
-        z_all = torch.cat(inputs)
+        inputs = torch.empty_like(x_all)
+        for k, o in enumerate(ops):
+            for j, rho in enumerate(levels):
+                # Images k, k + len(ops), ... ; within them every len(levels)-th has level j.
+                sel = torch.arange(k, num_images, len(ops), device=x_all.device)
+                sel = sel[(sel // len(ops)) % len(levels) == j]
+                if sel.numel() == 0:
+                    continue
+                ax = o(x_all[sel])
+                scale = ax.abs().flatten(1).mean(1).reshape(-1, *([1] * (ax.dim() - 1)))
+                noise = torch.randn(ax.shape, generator=gen, dtype=ax.dtype, device=ax.device)
+                inputs[sel] = rough_reconstruction(o, ax + rho * scale * noise).to(inputs.dtype)
+        z_all = inputs
     # Initialisation and dropout draw from the global generator: seed them for the
     # run and restore the caller's state afterwards.
-    with torch.random.fork_rng(devices=[]):
-        net = _network_for(op, None, network_config, seed, torch.float32, torch.device("cpu"))
+    with torch.random.fork_rng(devices=[x_all.device] if x_all.device.type == "cuda" else []):
+        net = _network_for(ops[0], None, network_config, seed, x_all.dtype, x_all.device)
         net.train()
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         steps = epochs * ((num_images + batch_size - 1) // batch_size)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
         bar = tqdm(total=steps, desc="pretrain DIP", disable=not progress, leave=False)
         for _ in range(epochs):
-            perm = torch.randperm(num_images, generator=gen)
+            perm = torch.randperm(num_images, generator=gen, device=x_all.device)
             for start in range(0, num_images, batch_size):
                 idx = perm[start:start + batch_size]
                 opt.zero_grad(set_to_none=True)
@@ -298,6 +366,8 @@ def pretrain_dip(op: LinearOperator, dataset: str = "ellipses", num_images: int 
                 opt.step()
                 sched.step()
                 bar.update(1)
+                if progress:
+                    bar.set_postfix(loss=f"{float(loss.detach()):.3g}")
     bar.close()
     net.eval()
     return net

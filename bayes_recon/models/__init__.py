@@ -9,9 +9,9 @@ from .diffusion_training import DiffusionTrainConfig, train_diffusion
 from .hvae import HierarchicalVAE, HVAEConfig
 from .hvae_program import hierarchical_collapsed_model, hierarchical_model
 from .hvae_training import HVAETrainConfig, evaluate_hvae_nll, train_hvae
-from .pretrained import (available_denoisers, available_diffusion_priors, available_hvae_priors,
-                         available_priors, load_pretrained, load_pretrained_dae,
-                         load_pretrained_diffusion, load_pretrained_hvae)
+from .pretrained import (available_denoisers, available_diffusion_priors, available_dip_networks,
+                         available_hvae_priors, available_priors, load_pretrained, load_pretrained_dae,
+                         load_pretrained_diffusion, load_pretrained_dip, load_pretrained_hvae)
 from .program import reconstruction_model
 from .supn_vae import COVARIANCES, SUPNConfig, SUPNVAE
 from .unet import UNet, UNetConfig
@@ -57,4 +57,6 @@ __all__ = [
     "hierarchical_collapsed_model",
     "available_hvae_priors",
     "load_pretrained_hvae",
+    "available_dip_networks",
+    "load_pretrained_dip",
 ]

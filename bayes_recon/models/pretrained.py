@@ -84,6 +84,33 @@ def load_pretrained_hvae(name: str = "digits-hvae"):
     return _load_shipped(name, available_hvae_priors(), HierarchicalVAE.load)
 
 
+def available_dip_networks() -> list[str]:
+    """Names accepted by :func:`load_pretrained_dip`, e.g. ``"ellipses-ct-dip"``."""
+    return _shipped("UNet")
+
+
+def load_pretrained_dip(name: str = "ellipses-ct-dip"):
+    """Load a shipped pretrained deep-image-prior U-Net ("educated DIP"), in eval mode.
+
+    ``ellipses-ct-dip`` was trained by :func:`~bayes_recon.inference.pretrain_dip`
+    from filtered back-projections to synthetic ellipse phantoms (parallel-beam
+    CT, several angle counts and noise levels); it is fully convolutional, so
+    it starts a DIP fit at any image size (``linearised_dip`` with
+    ``LinearisedDIPConfig(init="ellipses-ct-dip")``). Its training record is in
+    ``model.metadata``.
+
+    Examples
+    --------
+    >>> from bayes_recon.models import load_pretrained_dip
+    >>> net = load_pretrained_dip("ellipses-ct-dip")
+    >>> net.config.in_channels, net.config.out_channels
+    (1, 1)
+    """
+    from .unet import UNet
+
+    return _load_shipped(name, available_dip_networks(), UNet.load)
+
+
 def load_pretrained_dae(name: str = "digits-dae"):
     """Load a shipped denoising autoencoder (the SUPN paper's DAE baseline), in eval mode.
 

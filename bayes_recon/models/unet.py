@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_int, check_positive
+from .checkpoint import config_from_dict
 
 __all__ = ["UNetConfig", "UNet", "conv_weights_by_block"]
 
@@ -108,6 +109,10 @@ class UNetConfig:
         d["skip_channels"] = list(self.skip_channels)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "UNetConfig":
+        return config_from_dict(cls, d)
+
 
 def _conv_unit(cfg: UNetConfig, c_in: int, c_out: int, kernel: int, stride: int = 1) -> list:
     layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2)]
@@ -178,6 +183,19 @@ class UNet(nn.Module):
     def block_names(self) -> list[str]:
         """Top-level block names in forward order."""
         return [name for name, _ in self.named_children()]
+
+    def save(self, path, metadata: dict | None = None):
+        """Write ``path.safetensors`` + ``path.json`` atomically (:func:`~.checkpoint.save_model`)."""
+        from .checkpoint import save_model
+
+        return save_model(self, path, metadata)
+
+    @classmethod
+    def load(cls, path, map_location=None) -> "UNet":
+        """Read a checkpoint written by :meth:`save` (a config that does not match its tensors is refused)."""
+        from .checkpoint import load_model
+
+        return load_model(cls, UNetConfig, path, map_location)
 
 
 def conv_weights_by_block(network: nn.Module, kernel_size: int = 3) -> dict[str, list[str]]:

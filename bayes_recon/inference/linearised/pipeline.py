@@ -12,7 +12,7 @@ from ...models.unet import UNetConfig
 from ...operators.base import LinearOperator
 from ...operators.classical import rough_noise_std
 from ..bootstrap_scale import BootstrapScale, bootstrap_std_scale, scale_spread
-from ..dip import DIPFit, fit_dip
+from ..dip import DIPFit, fit_dip, load_dip_init
 from ...posterior import Posterior
 from .config import EvidenceResult, LaplaceConfig
 from .laplace import LinearisedLaplace
@@ -67,6 +67,13 @@ class LinearisedDIPConfig:
     evidence_iterations : int
     num_samples : int
     laplace : LaplaceConfig
+    init : None, torch.nn.Module, str or os.PathLike
+        Starting network of the DIP fit and of the bootstrap refits: None (a
+        random initialisation seeded by ``seed``, architecture ``network``), a
+        pretrained U-Net ("educated DIP", e.g. from
+        :func:`~bayes_recon.inference.pretrain_dip`), the name of a shipped one
+        (``"ellipses-ct-dip"``, :func:`~bayes_recon.models.available_dip_networks`)
+        or a U-Net checkpoint path. Its architecture replaces ``network``.
     """
 
     tv_weight: float | None = None
@@ -83,6 +90,7 @@ class LinearisedDIPConfig:
     evidence_iterations: int = 200
     num_samples: int = 1000
     laplace: LaplaceConfig = field(default_factory=LaplaceConfig)
+    init: object = None
 
 
 @dataclass
@@ -174,7 +182,8 @@ def linearised_dip(y: torch.Tensor, op: LinearOperator, noise_std: float | None 
     channels = op.domain_shape[0]
     if (net_cfg.in_channels, net_cfg.out_channels) != (channels, channels):
         net_cfg = UNetConfig(**{**net_cfg.__dict__, "in_channels": channels, "out_channels": channels})
-    fit = fit_dip(y, op, tv_weight, cfg.iterations, lr=cfg.lr, input=cfg.input, seed=seed,
+    init = load_dip_init(cfg.init)  # read a checkpoint once for the fit and the refits
+    fit = fit_dip(y, op, tv_weight, cfg.iterations, lr=cfg.lr, input=cfg.input, seed=seed, init=init,
                   network_config=net_cfg, progress=progress, truth=truth)
     timings["dip"] = time.perf_counter() - t0
     la = LinearisedLaplace(fit, op, noise_std=noise_std, config=cfg.laplace, progress=progress)
@@ -188,9 +197,10 @@ def linearised_dip(y: torch.Tensor, op: LinearOperator, noise_std: float | None 
     boot = None
     if cfg.calibration == "bootstrap":
         def refit(y_k, k):
-            # A fresh network seed per refit: the initialisation is part of the DIP's error.
+            # A fresh seed per refit: a random initialisation is part of the DIP's error.
             return fit_dip(y_k, op, tv_weight, cfg.iterations, lr=cfg.lr, input=cfg.input,
-                           seed=seed + 7919 * (k + 1), network_config=net_cfg, progress=False).x
+                           seed=seed + 7919 * (k + 1), init=init, network_config=net_cfg,
+                           progress=False).x
         sigma = noise_std if noise_std is not None else la.hyperparameters["noise_std"]
         boot = bootstrap_std_scale(refit, op, fit.x, posterior.std, sigma, fits=cfg.bootstrap_fits,
                                    level=cfg.calibration_level, seed=seed, progress=progress)

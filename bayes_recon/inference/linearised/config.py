@@ -55,6 +55,22 @@ class LaplaceConfig:
         quadrature steps, Nyström rank, seed of the fixed probes and sketch.
     predcp_samples, predcp_seed : int
         Fixed probes of the TV-PredCP expectation.
+    predcp_normalisation : {"sum", "mean"}
+        What the TV-PredCP's exponential prior (rate ``κ``) is put on: ``"sum"``
+        (default, as before) the expected TV of a block's prior draws summed over
+        the ``N = C·H·W`` pixels, so the same ``κ`` is about ``N`` times stronger
+        per pixel on a larger image (21x from 28² to 128²); ``"mean"`` the
+        expected TV per pixel ``E_b / N``, so ``κ`` means the same at every size.
+        ``κ_mean = κ_sum · N`` gives the same prior at one size: the default
+        ``κ = 20`` at 28² (``N = 784``) is ``κ = 20 · 784 = 15680`` with ``"mean"``.
+    min_log_variance : float or None
+        Floor on each block's ``log σ_b²`` (None: no floor, as before). The
+        evidence is evaluated at ``max(log σ_b², floor)`` on every path, so
+        L-BFGS sees a function that is flat below the floor, and EM clamps its
+        update to it; blocks that end on the floor are listed in
+        ``EvidenceResult.floored_blocks`` and ``hyperparameters["floored_blocks"]``.
+        Without it the evidence can switch blocks off (``σ_b² < 1e-7`` seen with
+        EM at 28²), which removes their directions from the posterior altogether.
     hyperparameter_method : {"auto", "lbfgs", "em"}
         ``"lbfgs"``: L-BFGS on the (deterministic) evidence; ``"em"``: sample-based
         EM with MacKay updates (``expansion="linearised"`` only); ``"auto"``: EM on
@@ -104,6 +120,8 @@ class LaplaceConfig:
     probe_seed: int = 0
     predcp_samples: int = 32
     predcp_seed: int = 0
+    predcp_normalisation: str = "sum"
+    min_log_variance: float | None = None
     hyperparameter_method: str = "auto"
     em_iterations: int = 40
     em_samples: int = 32
@@ -246,6 +264,11 @@ class EvidenceResult:
     history : list of dict
         EM only: per iteration the largest log-hyperparameter change (``step``), the
         estimated effective dimension ``gamma`` and the hyperparameters.
+    min_log_variance : float or None
+        ``config.min_log_variance`` of the fit.
+    floored_blocks : list of str
+        Blocks whose fitted ``log σ_b²`` is on the floor (the floor was active;
+        empty without a floor).
     """
 
     trace: np.ndarray
@@ -261,3 +284,5 @@ class EvidenceResult:
     gradient_max: float = float("nan")
     numerics: NumericalRecord = field(default_factory=NumericalRecord)
     history: list = field(default_factory=list)
+    min_log_variance: float | None = None
+    floored_blocks: list = field(default_factory=list)

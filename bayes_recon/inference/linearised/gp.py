@@ -58,11 +58,15 @@ class LinearisedHyperparameters(Module):
         ``(L,)`` initial ``log ℓ``, strictly inside ``LOG_LENGTHSCALE_BOUNDS``.
     variance : torch.Tensor
         ``(G,)`` initial ``σ² > 0``.
+    min_log_variance : float, optional
+        Floor on ``log σ²``: :attr:`log_variance` is ``max(raw_variance, floor)``, so
+        every evaluation (and its gradient, zero below the floor) sees the floored
+        value; :meth:`set` stores floored values. None: no floor.
 
     Attributes
     ----------
     raw_log_lengthscale, raw_variance : torch.nn.Parameter
-        Unconstrained; ``raw_variance`` is ``log σ²``.
+        Unconstrained; ``raw_variance`` is ``log σ²`` (before the floor, if any).
 
     Examples
     --------
@@ -75,8 +79,10 @@ class LinearisedHyperparameters(Module):
     ['raw_log_lengthscale_constraint', 'raw_variance_constraint']
     """
 
-    def __init__(self, log_lengthscale: torch.Tensor, variance: torch.Tensor):
+    def __init__(self, log_lengthscale: torch.Tensor, variance: torch.Tensor,
+                 min_log_variance: float | None = None):
         super().__init__()
+        self.min_log_variance = None if min_log_variance is None else float(min_log_variance)
         ls_c = Interval(*LOG_LENGTHSCALE_BOUNDS)
         var_c = Positive(transform=torch.exp, inv_transform=torch.log)
         self.register_parameter("raw_log_lengthscale", torch.nn.Parameter(ls_c.inverse_transform(log_lengthscale)))
@@ -90,14 +96,30 @@ class LinearisedHyperparameters(Module):
 
     @property
     def variance(self) -> torch.Tensor:
-        return self.raw_variance_constraint.transform(self.raw_variance)
+        if self.min_log_variance is None:
+            return self.raw_variance_constraint.transform(self.raw_variance)
+        return self.log_variance.exp()
 
     @property
     def log_variance(self) -> torch.Tensor:
-        return self.raw_variance                     # the exp transform makes raw = log σ²
+        # The exp transform makes raw = log σ². A hard clamp (not a smooth bound) keeps
+        # raw = log σ² above the floor, so functional calls that pass log σ² as the raw
+        # parameter and the EM updates mean the same thing as the L-BFGS objective.
+        if self.min_log_variance is None:
+            return self.raw_variance
+        return self.raw_variance.clamp_min(self.min_log_variance)
+
+    def floored(self) -> torch.Tensor:
+        """``(G,)`` bool: blocks whose ``log σ²`` is on the floor (all False without one)."""
+        if self.min_log_variance is None:
+            return torch.zeros_like(self.raw_variance, dtype=torch.bool)
+        return self.raw_variance.detach() <= self.min_log_variance
 
     def set(self, log_lengthscale=None, log_variance=None) -> None:
-        """Write new values (``ValueError`` naming the bound if a lengthscale is outside it)."""
+        """Write new values (``ValueError`` naming the bound if a lengthscale is outside it).
+
+        Log variances below ``min_log_variance`` are stored as the floor.
+        """
         with torch.no_grad():
             if log_lengthscale is not None:
                 lo, hi = LOG_LENGTHSCALE_BOUNDS
@@ -107,7 +129,10 @@ class LinearisedHyperparameters(Module):
                                      f"got {v.tolist()}")
                 self.raw_log_lengthscale.copy_(self.raw_log_lengthscale_constraint.inverse_transform(v))
             if log_variance is not None:
-                self.raw_variance.copy_(torch.as_tensor(log_variance, dtype=self.raw_variance.dtype))
+                v = torch.as_tensor(log_variance, dtype=self.raw_variance.dtype)
+                if self.min_log_variance is not None:
+                    v = v.clamp_min(self.min_log_variance)
+                self.raw_variance.copy_(v)
 
 
 class TVPredCPPrior(Prior):

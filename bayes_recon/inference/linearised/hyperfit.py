@@ -2,6 +2,9 @@
 
 ``lbfgs``: the module's raw parameters maximise ``m · MLL`` (evidence plus every
 registered prior, e.g. the TV-PredCP) with :func:`~.optimise.lbfgs_maximise`.
+With ``config.min_log_variance`` the objective is evaluated at
+``max(log σ_b², floor)`` (flat below the floor) and the floored values are
+stored at the end.
 
 ``em`` (Antorán et al., ICLR 2023, adapted to the filter prior): each iteration
 solves ``K_yy [α, v_1..v_S] = [t, w_1..w_S]`` with ``w_s = A J Σ^{1/2} ε_s + σ e_s``
@@ -13,6 +16,7 @@ warm-started CG across iterations). In weight space ``g = Jᵀ Aᵀ α`` and
 * ``q_b = tr(Σ̃_b R_b) = μ_bᵀ Σ_b⁻¹ μ_b`` and the effective dimension
   ``γ_b = tr(Σ̃_b G_b)`` (an unbiased estimate of ``tr(K_b K_yy⁻¹) = P_b - tr(Σ_b⁻¹ H⁻¹_bb)``);
   MacKay's update ``σ_b² ← σ_b² q_b / γ_b``;
+  (then clamped to ``config.min_log_variance`` when a floor is set);
 * noise: ``σ² ← σ² ‖α‖² / mean_s ‖v_s‖²`` (``= ‖y - A μ‖² / (m - γ)``);
 * lengthscales: a Fisher-scaled step along the unbiased evidence gradient
   ``½ tr(∂Σ̃_b/∂log ℓ_b (R_b - G_b))`` (plus registered priors), at most
@@ -104,6 +108,9 @@ def optimise_evidence(la, iterations=None, predcp_scale=None, progress=None, met
         reemit_summary(caught, "the evidence optimisation")
     for p in params:
         p.grad = None
+    if la.config.min_log_variance is not None:
+        # The objective saw max(raw, floor); store that value so raw = log σ² again.
+        la.hyper.set(log_variance=la.hyper.log_variance.detach())
     return _finish(la, run.trace, run.objective, run.iterations, run.evaluations, run.converged, run.reason,
                    run.gradient_max, time.perf_counter() - t0, record)
 
@@ -121,7 +128,8 @@ def _finish(la, trace, objective, iterations, evaluations, converged, reason, gm
         trace=np.asarray(trace), log_evidence=log_ev, objective=objective if objective is not None else log_ev,
         iterations=iterations, evaluations=evaluations, converged=converged and record.converged,
         seconds=seconds, hyperparameters=la.hyperparameters, optimiser_converged=converged,
-        stop_reason=reason, gradient_max=gmax, numerics=record, history=history or [])
+        stop_reason=reason, gradient_max=gmax, numerics=record, history=history or [],
+        min_log_variance=la.config.min_log_variance, floored_blocks=la.floored_blocks)
     return la.evidence_result
 
 
@@ -199,6 +207,8 @@ def _em(la, iterations, progress) -> EvidenceResult:
                 q, gamma = float((cov * r).sum()), float((cov * g).sum())
                 gammas.append(gamma)
                 new_var[gi] = log_var[gi] + max(-3.0, min(3.0, math.log(max(q, 1e-300) / max(gamma, 1e-300))))
+                if cfg.min_log_variance is not None:
+                    new_var[gi] = max(float(new_var[gi]), cfg.min_log_variance)
                 if gi in la.prior.matern_groups:
                     j = la.prior.matern_groups.index(gi)
                     grad, d = _lengthscale_step(la, gi, j, log_ls, log_var, r, g, gamma, cfg.em_lengthscale_step)

@@ -253,7 +253,11 @@ class LinearisedLaplace(HyperparameterAccessMixin, PosteriorMixin):
         else:
             theta = self.jac.linear_theta.to(f64)
             var = torch.stack([theta[g.slice].pow(2).mean() for g in self.groups])
-        return log_ls, var.clamp_min(1e-12)
+        var = var.clamp_min(1e-12)
+        if cfg.min_log_variance is not None:
+            # Start (and build the subspace sketch) on the floor's side the fit will keep.
+            var = var.clamp_min(math.exp(cfg.min_log_variance))
+        return log_ls, var
 
     def _project(self):
         """Swap in the reduced problem of the ``subspace`` path (see :mod:`.subspace`)."""
@@ -278,7 +282,7 @@ class LinearisedLaplace(HyperparameterAccessMixin, PosteriorMixin):
     def _build_model(self, noise_std):
         cfg, dev = self.config, self.jac.theta.device
         log_ls, var = self._initial_hyperparameters()
-        self.hyper = LinearisedHyperparameters(log_ls, var)
+        self.hyper = LinearisedHyperparameters(log_ls, var, min_log_variance=cfg.min_log_variance)
         if self.fixed_noise:
             nv = noise_std**2
         elif self.subspace is not None:
@@ -294,6 +298,21 @@ class LinearisedLaplace(HyperparameterAccessMixin, PosteriorMixin):
         self.mll = mll_cls(self.likelihood, self.model)
         outside = (self.subspace.outside_sq, self.subspace.outside_count) if self.subspace else (0.0, 0)
         self._evidence_module = _Evidence(self.mll, self.y.reshape(-1), cfg.expansion, outside)
+
+    @property
+    def hyperparameters(self) -> dict:
+        """As :attr:`HyperparameterAccessMixin.hyperparameters`; with a variance floor also
+        ``min_log_variance`` and ``floored_blocks`` (names of the blocks on the floor)."""
+        out = super().hyperparameters
+        if self.config.min_log_variance is not None:
+            out["min_log_variance"] = float(self.config.min_log_variance)
+            out["floored_blocks"] = self.floored_blocks
+        return out
+
+    @property
+    def floored_blocks(self) -> list[str]:
+        """Names of the blocks whose ``log σ_b²`` is on ``config.min_log_variance`` (empty without one)."""
+        return [g.name for g, f in zip(self.groups, self.hyper.floored().tolist()) if f]
 
     # ----------------------------------------------------------- evidence
     def _settings(self):
@@ -341,7 +360,8 @@ class LinearisedLaplace(HyperparameterAccessMixin, PosteriorMixin):
         if self._predcp is None:
             basis = None if self.subspace is None else self.subspace.basis
             self._predcp = TVPredCP(self.jac, self.prior, tuple(self.fit.x.shape[1:]),
-                                    self.config.predcp_samples, self.config.predcp_seed, basis=basis)
+                                    self.config.predcp_samples, self.config.predcp_seed, basis=basis,
+                                    normalisation=self.config.predcp_normalisation)
         return self._predcp
 
     def predcp_prior(self, scale: float) -> TVPredCPPrior:
@@ -400,6 +420,14 @@ def _check_config(cfg: LaplaceConfig) -> None:
     check_positive("config.subspace_tolerance", cfg.subspace_tolerance)
     check_positive("config.em_tolerance", cfg.em_tolerance)
     check_positive("config.em_lengthscale_step", cfg.em_lengthscale_step)
+    check_choice("config.predcp_normalisation", cfg.predcp_normalisation, ("sum", "mean"))
+    if cfg.min_log_variance is not None:
+        if isinstance(cfg.min_log_variance, bool) or not isinstance(cfg.min_log_variance, (int, float)):
+            raise TypeError(f"config.min_log_variance must be a float or None, got "
+                            f"{type(cfg.min_log_variance).__name__}")
+        if not math.isfinite(cfg.min_log_variance):
+            raise ValueError(f"config.min_log_variance must be finite (a log variance) or None, got "
+                             f"{cfg.min_log_variance}")
     if cfg.lanczos_iterations > cfg.max_cg_iterations:
         # linear_operator builds the Lanczos tridiagonal matrices from the CG iterations.
         raise ValueError(f"config.lanczos_iterations must be <= config.max_cg_iterations = "

@@ -40,7 +40,10 @@ class LinearisedDIPConfig:
         TV-PredCP rate ``κ`` (the "TV-MAP" hyperparameters); 0 gives plain
         MLL (type-II) hyperparameters. ``κ = 20`` was chosen on training digits
         (28², 20 angles, 5 % noise). It sets the *shape* of the error bars;
-        their level is set by ``calibration``.
+        their level is set by ``calibration``. It is a rate on the expected TV
+        summed over pixels (``laplace.predcp_normalisation="sum"``); with
+        ``"mean"`` the same prior at 28² is ``κ = 20 · 784`` and stays the same
+        per pixel at other sizes (docs/scaling.md, "Toward a size-invariant model").
     calibration : {"bootstrap", "none"}
         "bootstrap" (default) multiplies the posterior spread by
         ``max(bootstrap_min_scale, c)``, with ``c`` the factor

@@ -5,6 +5,9 @@ draws under that block alone, ``E_b(ℓ_b) = E_ε[TV(J_b Σ_b^{1/2}(ℓ_b) ε)]`
 given an exponential prior with rate ``κ`` (``predcp_scale``); the induced
 density on ``ℓ_b`` is ``log p(ℓ_b) = log κ - κ E_b(ℓ_b) + log|∂E_b/∂ℓ_b|``
 (Nalisnick et al.'s predictive complexity priors; Antorán et al. 2022).
+``E_b`` is a sum over pixels (``normalisation="sum"``) or a mean
+(``"mean"``); with the sum, the same ``κ`` is stronger per pixel the larger
+the image.
 
 The expectation uses reparameterised draws with FIXED probes ``ε`` (seeded at
 construction), so the objective is deterministic and smooth enough for
@@ -43,12 +46,20 @@ class TVPredCP:
     basis : torch.Tensor, optional
         ``Q (N, r)``: ``jac`` is a projected Jacobian ``Qᵀ J`` (subspace path) and
         draws are lifted by ``Q`` before their TV is taken.
+    normalisation : {"sum", "mean"}
+        ``E_b`` is the expected TV summed over the ``N = C·H·W`` pixels (``"sum"``)
+        or per pixel (``"mean"``, ``E_b / N``), so that a rate ``κ`` means the same
+        at every image size (``κ_mean = N · κ_sum`` gives the same prior).
     """
 
     def __init__(self, jac: NetworkJacobian, prior: MaternFilterPrior, image_shape,
-                 num_samples: int = 32, seed: int = 0, basis: torch.Tensor | None = None):
-        self.prior, self.basis = prior, basis
+                 num_samples: int = 32, seed: int = 0, basis: torch.Tensor | None = None,
+                 normalisation: str = "sum"):
+        if normalisation not in ("sum", "mean"):
+            raise ValueError(f"normalisation must be 'sum' or 'mean', got {normalisation!r}")
+        self.prior, self.basis, self.normalisation = prior, basis, normalisation
         self.image_shape = tuple(image_shape)
+        self.num_pixels = math.prod(self.image_shape)
         self.num_samples = int(num_samples)
         dev = jac.theta.device
         gen = torch.Generator(device=dev).manual_seed(seed)
@@ -74,7 +85,7 @@ class TVPredCP:
         return out.reshape(s, k2, k2, -1).permute(0, 3, 1, 2).contiguous()
 
     def expected_tv(self, gi: int, lengthscale: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
-        """``E_b`` for group ``gi`` at a lengthscale and variance (0-d tensors)."""
+        """``E_b`` for group ``gi`` at a lengthscale and variance (0-d tensors; per pixel with "mean")."""
         g = self.prior.groups[gi]
         dist, masks = self.prior.classes[gi]
         corr = torch.einsum("d,dij->ij", torch.exp(-dist.to(lengthscale) / lengthscale), masks.to(lengthscale))
@@ -82,7 +93,8 @@ class TVPredCP:
         x = variance.sqrt() * torch.einsum("snij,ij->sn", self.taps[gi], chol)
         if self.basis is not None:
             x = x @ self.basis.T.to(x)
-        return total_variation(x.reshape(self.num_samples, *self.image_shape), isotropic=False).mean()
+        tv = total_variation(x.reshape(self.num_samples, *self.image_shape), isotropic=False).mean()
+        return tv / self.num_pixels if self.normalisation == "mean" else tv
 
     def log_prob(self, log_lengthscale: torch.Tensor, log_variance: torch.Tensor,
                  scale: float) -> torch.Tensor:

@@ -189,6 +189,28 @@ def test_operator_failing_adjointness_check_raises():
         LinearisedLaplace(fit, op, progress=False)
 
 
+def test_adjoint_mismatch_warn_runs_and_records_the_measured_error():
+    # An unmatched pair (adjoint 1.5 Aᵀ): <Ax, y> − <x, 1.5 Aᵀy> = −0.5 <Ax, y>, so the relative
+    # error is 0.5 |<Ax, y>| / (‖A‖‖x‖‖y‖), in (0, 0.5]; the run goes on with a named warning
+    # that states the measured value, which is also recorded.
+    from bayes_recon.inference.linearised import AdjointMismatchWarning, LaplaceConfig
+
+    gen = torch.Generator().manual_seed(0)
+    op = _BadAdjoint(torch.randn(20, 64, generator=gen, dtype=torch.float64), (1, 8, 8))
+    fit = random_unet_fit(ParallelBeamCT(8, 5), 8)
+    fit = DIPFit(fit.network, fit.input, fit.x, fit.loss_history, op(fit.x), 1.0, 0, 0.0)
+    with pytest.warns(AdjointMismatchWarning) as caught:
+        la = LinearisedLaplace(fit, op, noise_std=0.1, config=LaplaceConfig(adjoint_mismatch="warn"),
+                               progress=False)
+    assert 1e-3 < la.adjointness_error <= 0.5
+    assert f"adjointness_error(op) = {la.adjointness_error:.3g}" in str(caught[0].message)
+    post = la.sample(8, seed=0)
+    assert post.extras["adjointness_error"] == la.adjointness_error
+    assert bool(torch.isfinite(post.samples).all())
+    with pytest.raises(ValueError, match="adjoint_mismatch"):
+        LinearisedLaplace(fit, op, config=LaplaceConfig(adjoint_mismatch="ignore"), progress=False)
+
+
 # ------------------------------------------------------------------ large images
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_128_ct_on_cuda_needs_no_code_change():

@@ -17,7 +17,7 @@ from .resources import PathEstimate, available_memory, choose_path, estimate_pat
 from .sampling import RunningMoments
 from .evidence import ExactKernel, NystromPreconditioner, data_kernel_operator, direct_image_kernel
 from .jacobian import NetworkJacobian, ParameterGroup, linearised_groups
-from .config import (LOG_LENGTHSCALE_BOUNDS, EvidenceConvergenceWarning, EvidenceResult, LaplaceConfig,
+from .config import (LOG_LENGTHSCALE_BOUNDS, AdjointMismatchWarning, EvidenceConvergenceWarning, EvidenceResult, LaplaceConfig,
                      NumericalRecord)
 from .laplace import LinearisedLaplace
 from .linalg import CholeskyError, CholeskyJitterWarning, recording_warnings, robust_cholesky
@@ -42,6 +42,7 @@ __all__ = [
     "LaplaceConfig",
     "EvidenceResult",
     "EvidenceConvergenceWarning",
+    "AdjointMismatchWarning",
     "SubspaceTruncationWarning",
     "JacobianSubspace",
     "jacobian_subspace",

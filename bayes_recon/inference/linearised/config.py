@@ -9,12 +9,17 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-__all__ = ["LaplaceConfig", "EvidenceResult", "EvidenceConvergenceWarning", "NumericalRecord",
+__all__ = ["LaplaceConfig", "EvidenceResult", "EvidenceConvergenceWarning", "AdjointMismatchWarning",
+           "NumericalRecord",
            "LOG_LENGTHSCALE_BOUNDS"]
 
 #: Open interval of ``log ℓ_b`` (filter pixel units). Outside it the 9x9 filter
 #: covariances are numerically the identity (ℓ → 0) or rank one (ℓ → ∞).
 LOG_LENGTHSCALE_BOUNDS = (-4.0, 4.0)
+
+
+class AdjointMismatchWarning(RuntimeWarning):
+    """The operator's adjoint is not the exact transpose of its forward (the measured error is in the message)."""
 
 
 class EvidenceConvergenceWarning(RuntimeWarning):
@@ -102,7 +107,16 @@ class LaplaceConfig:
     sample_batch_size : int
         Matheron samples per CG batch.
     adjoint_tolerance : float
-        Maximum ``adjointness_error(op)``; a larger one raises ``ValueError``.
+        Largest ``adjointness_error(op)`` (relative, measured on three random
+        pairs) accepted as an exact adjoint.
+    adjoint_mismatch : {"raise", "warn"}
+        What a larger error does: ``"raise"`` (default) a ``ValueError``;
+        ``"warn"`` an :class:`AdjointMismatchWarning` with the measured error,
+        which is kept in ``LinearisedLaplace.adjointness_error`` and the
+        posterior's ``extras`` — for unmatched projector pairs (e.g. a
+        ray-driven forward and a pixel-driven back projector), whose evidence
+        and posterior are then those of the model with ``Aᵀ`` replaced by the
+        given back-projector, not exact.
     """
 
     path: str = "auto"
@@ -136,6 +150,7 @@ class LaplaceConfig:
     memory_budget: float | None = None
     sample_batch_size: int = 64
     adjoint_tolerance: float = 1e-6
+    adjoint_mismatch: str = "raise"
 
 
 # Jitter is reported in CholeskyJitterWarning's text ("added jitter <value>").

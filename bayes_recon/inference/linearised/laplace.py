@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import gpytorch
 import numpy as np
@@ -36,7 +37,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from ..._validation import check_choice, check_int, check_positive
 from ...operators.base import LinearOperator, adjointness_error
 from ..dip import DIPFit
-from .config import (EvidenceConvergenceWarning, EvidenceResult, LaplaceConfig,
+from .config import (AdjointMismatchWarning, EvidenceConvergenceWarning, EvidenceResult, LaplaceConfig,
                      NumericalRecord)
 from .evidence import ExactKernel, adjoint_rows, forward_rows
 from .gp import (LOG_2PI, LinearisedGaussianLikelihood, LinearisedGP, LinearisedHyperparameters,
@@ -92,8 +93,8 @@ class LinearisedLaplace(HyperparameterAccessMixin, PosteriorMixin):
         From :func:`bayes_recon.inference.dip.fit_dip` (or any ``DIPFit`` whose
         network has 3x3 convs).
     op : LinearOperator
-        The forward model of the fit; must pass ``adjointness_error(op) <=
-        config.adjoint_tolerance``.
+        The forward model of the fit; ``adjointness_error(op) <=
+        config.adjoint_tolerance``, or ``config.adjoint_mismatch="warn"``.
     noise_std : float, optional
         Fix ``σ_y`` (the likelihood's noise is frozen). None: ``σ_y²`` is a
         hyperparameter, initialised at the mean squared residual.
@@ -166,10 +167,15 @@ class LinearisedLaplace(HyperparameterAccessMixin, PosteriorMixin):
         if self.fixed_noise:
             noise_std = check_positive("noise_std", noise_std)
         adj = adjointness_error(op, trials=3)
+        self.adjointness_error = float(adj)
         if not adj <= cfg.adjoint_tolerance:
-            raise ValueError(f"op fails the adjointness check: adjointness_error(op) = {adj:.3g} > "
-                             f"config.adjoint_tolerance = {cfg.adjoint_tolerance:g}; the evidence and "
-                             "the posterior need Aᵀ to be the exact adjoint of A")
+            text = (f"op fails the adjointness check: adjointness_error(op) = {adj:.3g} > "
+                    f"config.adjoint_tolerance = {cfg.adjoint_tolerance:g}; the evidence and "
+                    "the posterior need Aᵀ to be the exact adjoint of A")
+            if cfg.adjoint_mismatch == "raise":
+                raise ValueError(text + " (config.adjoint_mismatch='warn' runs anyway)")
+            warnings.warn(text + ": running with the given adjoint (config.adjoint_mismatch='warn')",
+                          AdjointMismatchWarning, stacklevel=2)
         self.config, self.op, self.fit, self.progress = cfg, op, fit, progress
         self.groups = linearised_groups(fit.network, cfg.include_1x1)
         self.prior = MaternFilterPrior(self.groups)
@@ -421,6 +427,7 @@ def _check_config(cfg: LaplaceConfig) -> None:
     check_positive("config.em_tolerance", cfg.em_tolerance)
     check_positive("config.em_lengthscale_step", cfg.em_lengthscale_step)
     check_choice("config.predcp_normalisation", cfg.predcp_normalisation, ("sum", "mean"))
+    check_choice("config.adjoint_mismatch", cfg.adjoint_mismatch, ("raise", "warn"))
     if cfg.min_log_variance is not None:
         if isinstance(cfg.min_log_variance, bool) or not isinstance(cfg.min_log_variance, (int, float)):
             raise TypeError(f"config.min_log_variance must be a float or None, got "

@@ -165,7 +165,8 @@ class PosteriorMixin:
             fit's dtype. ``extras``: ``log_evidence``, ``predcp_scale``,
             ``path``, ``expansion``, ``map_estimate`` (the DIP output ``x*``),
             ``subspace`` (``{"rank", "missed_fraction"}`` on the subspace path, else None),
-            ``solver_converged`` (every CG solve met its tolerance) and
+            ``solver_converged`` (every CG solve met its tolerance),
+            ``adjointness_error`` (the operator's, measured at construction) and
             ``numerics`` (``{"evidence", "sampling"[, "optimisation"]}``).
         """
         check_int("num_samples", num_samples, minimum=1)
@@ -217,4 +218,5 @@ class PosteriorMixin:
                          expansion=self.config.expansion, g_prior=self.config.g_prior,
                          map_estimate=self.fit.x.detach().clone(),
                          solver_converged=all(v["converged"] for v in numerics.values()),
-                         numerics=numerics, subspace=self.subspace_summary)
+                         numerics=numerics, subspace=self.subspace_summary,
+                         adjointness_error=self.adjointness_error)

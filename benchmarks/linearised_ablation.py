@@ -9,7 +9,8 @@ other defaults (300 Adam steps, 32-channel U-Net, γ = 3σ, path chosen by the l
 on
 
 * 28² training digits ``digits("train", 28)[i]``, ``ParallelBeamCT(28, 20)``;
-* 64² training crops ``natural_patches("train", 64, ·, seed=0)[i]``, ``ParallelBeamCT(64, 60)``;
+* 64² training crops ``natural_patches("train", 64, ·, seed=0)[i]``, ``ParallelBeamCT(64, 60)``
+  (``--crop-size 128``: 128² crops with ``ParallelBeamCT(128, 90)``);
 
 5 % noise, ``simulate(op, x, 0.05, seed=i)``, σ known, DIP and draws seeded with ``i``.
 Variants (each adds one ingredient to today's default; ``κ`` is the TV-PredCP rate):
@@ -127,7 +128,9 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--digits", default="0,1,2", help="comma-separated training digits at 28² ('' for none)")
-    ap.add_argument("--crops", default="", help="comma-separated training crops at 64² ('' for none)")
+    ap.add_argument("--crops", default="", help="comma-separated training crops ('' for none)")
+    ap.add_argument("--crop-size", type=int, choices=(64, 128), default=64,
+                    help="side of the crops: 64 (60 angles) or 128 (90 angles), as docs/scaling.md")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {VARIANTS}")
     ap.add_argument("--floor", type=float, default=-9.0, help="min_log_variance of the floor variants")
     ap.add_argument("--num-samples", type=int, default=200)
@@ -146,8 +149,9 @@ def main(argv=None) -> None:
         problems += [(28, i, truths[i:i + 1], ParallelBeamCT(28, 20)) for i in idx]
     idx = [int(i) for i in args.crops.split(",") if i]
     if idx:
-        truths = natural_patches("train", 64, max(idx) + 1, seed=0)
-        problems += [(64, i, truths[i:i + 1], ParallelBeamCT(64, 60)) for i in idx]
+        side = args.crop_size
+        truths = natural_patches("train", side, max(idx) + 1, seed=0)
+        problems += [(side, i, truths[i:i + 1], ParallelBeamCT(side, {64: 60, 128: 90}[side])) for i in idx]
     rows = []
     for size, i, x, op in problems:
         for v in variants:

@@ -24,6 +24,8 @@ lin_g_em       the same with ``hyperparameter_method="em"`` (Antorán et al. ICL
 all_lbfgs      mean TV (κ = 15680) + floor + linearised + g-prior, L-BFGS
 all_em         the same with EM
 recipe_em      linearised + g-prior + EM + floor, κ = 0 (plain type-II evidence, the ICLR 2023 recipe)
+with_1x1       ``include_1x1=True``: the 1x1 convolutions linearised too (iid prior per block)
+mean_tv_1x1    mean TV (κ = 15680) and the 1x1 convolutions
 =============  ===============================================================================
 
 Columns: 90 % coverage of the truth by the central interval
@@ -53,7 +55,8 @@ from bayes_recon.operators import ParallelBeamCT
 KAPPA_SUM = 20.0
 #: κ with the per-pixel expected TV that equals κ = 20 on the summed one at 28² (N = 784).
 KAPPA_MEAN = KAPPA_SUM * 28 * 28
-VARIANTS = ("default", "mean_tv", "floor", "lin_g_lbfgs", "lin_g_em", "all_lbfgs", "all_em", "recipe_em")
+VARIANTS = ("default", "mean_tv", "floor", "lin_g_lbfgs", "lin_g_em", "all_lbfgs", "all_em", "recipe_em",
+            "with_1x1", "mean_tv_1x1")
 
 
 def variant_config(name: str, floor: float, num_samples: int) -> LinearisedDIPConfig:
@@ -70,6 +73,8 @@ def variant_config(name: str, floor: float, num_samples: int) -> LinearisedDIPCo
         "all_em": ({**lin, "hyperparameter_method": "em", "predcp_normalisation": "mean",
                     "min_log_variance": floor}, KAPPA_MEAN),
         "recipe_em": ({**lin, "hyperparameter_method": "em", "min_log_variance": floor}, 0.0),
+        "with_1x1": ({"include_1x1": True}, KAPPA_SUM),
+        "mean_tv_1x1": ({"include_1x1": True, "predcp_normalisation": "mean"}, KAPPA_MEAN),
     }
     laplace, kappa = table[name]
     return LinearisedDIPConfig(calibration="none", num_samples=num_samples, predcp_scale=kappa,

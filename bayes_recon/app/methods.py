@@ -58,6 +58,7 @@ from ..inference import (
 )
 from ..models import UNetConfig
 from ..operators import tikhonov, tv_reconstruction
+from ..inference.dip import check_dip_init
 from ..inference.linearised.pipeline import dip_tv_weight
 from ..operators.classical import rough_noise_std
 
@@ -243,15 +244,13 @@ class MethodSettings:
         if init is None:
             return
         if self.method not in DIP_METHODS or self.method == "mc-dropout-dip":
+            # mc-dropout-dip trains its own network with dropout layers; a pretrained one has none.
             raise ValueError(f"--dip-init is only used by the methods dip, linearised-dip and "
                              f"fixed-sigma-dip, not by method {self.method!r}")
-        if isinstance(init, (str, os.PathLike)):
-            from ..models import available_dip_networks
-
-            shipped = available_dip_networks()
-            if str(init) not in shipped and not Path(init).with_suffix(".safetensors").exists():
-                raise ValueError(f"--dip-init must be a shipped network {shipped} or an existing U-Net "
-                                 f"checkpoint (.safetensors + .json), got {str(init)!r}")
+        try:
+            check_dip_init(init)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"--dip-init: {err}") from None
 
     @property
     def supn_samples(self) -> int:
@@ -476,9 +475,6 @@ def _run_dip(s: MethodSettings, op, y, noise_std, cache: dict | None) -> MethodR
                             noise_std=post.noise_std, info=info)
     network = s.dip.network
     if s.method == "mc-dropout-dip":
-        if s.dip.init is not None:
-            raise ValueError("mc-dropout-dip trains its own network with dropout layers; a pretrained "
-                             f"dip init ({s.dip.init!r}) has none: leave init unset for this method")
         network = dataclasses.replace(network, dropout=s.dropout)
     fit, shared = _dip_fit(s, op, y, noise_std, network, cache)
     info = {"dip_best_iteration": fit.best_iteration, "dip_best_loss": fit.best_loss,

@@ -25,7 +25,7 @@ from ..operators.base import LinearOperator
 from ..metrics import psnr
 from ..operators.classical import rough_reconstruction, total_variation
 
-__all__ = ["DIPFit", "fit_dip", "pretrain_dip", "dip_input", "load_dip_init"]
+__all__ = ["DIPFit", "fit_dip", "pretrain_dip", "dip_input", "load_dip_init", "check_dip_init"]
 
 INPUTS = ("fbp", "noise")
 
@@ -120,20 +120,38 @@ def load_dip_init(init) -> torch.nn.Module | None:
     ValueError
         The path does not exist or does not hold a U-Net checkpoint.
     """
-    from ..models.pretrained import available_dip_networks, load_pretrained_dip
+    from ..models.pretrained import load_pretrained_dip
 
-    if init is None or isinstance(init, torch.nn.Module):
+    kind = check_dip_init(init)
+    if kind == "module":
         return init
+    if kind == "shipped":
+        return load_pretrained_dip(init)
+    return None if kind is None else UNet.load(Path(init)).eval()
+
+
+def check_dip_init(init) -> str | None:
+    """What ``init`` names, without loading it: None, ``"module"``, ``"shipped"`` or ``"file"``.
+
+    Raises the ``TypeError``/``ValueError`` of :func:`load_dip_init` (a missing
+    checkpoint is found here, before any work).
+    """
+    from ..models.pretrained import available_dip_networks
+
+    if init is None:
+        return None
+    if isinstance(init, torch.nn.Module):
+        return "module"
     if not isinstance(init, (str, os.PathLike)):
         raise TypeError(f"init must be None, a torch.nn.Module, a shipped network name or a checkpoint "
                         f"path, got {type(init).__name__}")
-    if isinstance(init, str) and init in available_dip_networks():
-        return load_pretrained_dip(init)
-    path = Path(init)
-    if not path.with_suffix(".safetensors").exists():
-        raise ValueError(f"init must be one of the shipped networks {available_dip_networks()} or an "
+    shipped = available_dip_networks()
+    if isinstance(init, str) and init in shipped:
+        return "shipped"
+    if not Path(init).with_suffix(".safetensors").exists():
+        raise ValueError(f"init must be one of the shipped networks {shipped} or an "
                          f"existing U-Net checkpoint (.safetensors + .json), got {str(init)!r}")
-    return UNet.load(path).eval()
+    return "file"
 
 
 def _network_for(op, init, network_config, seed, dtype, device) -> UNet:

@@ -1,31 +1,33 @@
-"""Calibration of the linearised DIP against the TV-PredCP rate κ (issue 10).
+"""Calibration of the linearised DIP per image size (issue 21): new default, no calibration, bootstrap.
 
-Usage: python benchmarks/linearised_calibration.py SPLIT DIGITS KAPPAS [--size 28] [--expansion fit]
-       [--g-prior] [--rank 1024] [--bootstrap] [--json PATH]
+Usage: python benchmarks/linearised_calibration.py SPLIT SIZE INDICES [--bootstrap]
+       [--num-samples 1000] [--heldout-folds 4] [--json PATH]
 
-    SPLIT   train | test (``bayes_recon.data.digits``; choose κ on train, check on test)
-    DIGITS  comma-separated indices, e.g. 0,1,2 (of the natural-image crops with --size > 28)
-    KAPPAS  comma-separated TV-PredCP rates, e.g. 0,5,20; each is warm-started
-            from the previous one's hyperparameters (a single value = a fresh start,
-            i.e. what ``linearised_dip`` does)
+    SPLIT    train | test (choose settings on train, report test)
+    SIZE     28 (digits, ``ParallelBeamCT(28, 20)``), 64 (natural crops, 60 angles),
+             128 (natural crops, 90 angles)
+    INDICES  comma-separated image indices (``digits(SPLIT, 28)[i]`` or crop ``i`` of
+             ``natural_patches(SPLIT, SIZE, ·, seed=0)``)
 
-Problem: 28² digit, ``ParallelBeamCT(28, 20)``, 5 % noise (``simulate(..., seed=digit)``),
-σ known; DIP with the library defaults (γ = 3σ, 300 Adam steps at lr 1e-3, 32-channel
-U-Net, seed = digit); exact path; hyperparameters by L-BFGS on evidence + κ·TV-PredCP;
-1000 posterior draws; ``diagnostics.calibration`` against the truth (which plays no part
-in any fit). With ``--size 64`` or ``128``: crop ``i`` of ``natural_patches(SPLIT, size, ·,
-seed=0)`` with ``ParallelBeamCT(size, 60)`` or ``(size, 90)`` (the scaling benchmark's
-problems), path chosen by the library (the subspace path). Prints one line per (digit, κ): coverage at 50/90/95 %, calibration error,
-test log-likelihood, mean posterior std, RMSE of the mean, seconds. With ``--bootstrap`` each
-line also gives the same after the library's default level calibration
-(``LinearisedDIPConfig.calibration="bootstrap"``: ``bootstrap_fits`` DIP refits on data simulated
-from the DIP's reconstruction, done once per image and shared by every κ).
+5 % noise (``simulate(op, x, 0.05, seed=i)``), σ known, DIP and draws seeded with ``i``,
+library defaults otherwise. One :func:`linearised_dip` call per image with the default
+``calibration="heldout"`` (the image-space discrepancy fitted on a held-out quarter of the
+projections); from the same call, ``res.laplace.sample`` gives the Laplace posterior with
+no calibration ("none"), and with ``--bootstrap`` the library's previous default
+(``calibration="bootstrap"``: that posterior's spread × max(1, bootstrap factor), four DIP
+refits) is computed on it too. The truth only scores the draws
+(:func:`bayes_recon.diagnostics.calibration`: coverage at 50/90/95 %, calibration error,
+test log-likelihood). Per image: wall time of the call and the process's peak resident
+memory so far (``resource.getrusage``). Prints a markdown table; ``--json`` writes all rows
+after each image.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import time
 import warnings
 
@@ -35,88 +37,103 @@ from bayes_recon.data import digits, natural_patches, simulate
 from bayes_recon.diagnostics import calibration
 from bayes_recon.inference.bootstrap_scale import bootstrap_std_scale, scale_spread
 from bayes_recon.inference.dip import fit_dip
-from bayes_recon.inference.linearised.laplace import LaplaceConfig, LinearisedLaplace
-from bayes_recon.inference.linearised.pipeline import LinearisedDIPConfig
+from bayes_recon.inference.linearised.pipeline import LinearisedDIPConfig, dip_tv_weight, linearised_dip
 from bayes_recon.operators import ParallelBeamCT
+
+ANGLES = {28: 20, 64: 60, 128: 90}
+LEVELS = (0.5, 0.9, 0.95)
+
+
+def scores(post, truth) -> dict:
+    rep = calibration(post, truth, levels=LEVELS, patch_sizes=())
+    return {"coverage": [float(c) for c in rep.coverage], "calibration_error": float(rep.calibration_error),
+            "test_log_likelihood": float(rep.test_log_likelihood), "mean_std": float(rep.mean_std),
+            "rmse": float(rep.rmse)}
+
+
+def run_image(size: int, index: int, x: torch.Tensor, op, num_samples: int, bootstrap: bool,
+              heldout_folds: int) -> dict:
+    meas = simulate(op, x, 0.05, seed=index)
+    cfg = LinearisedDIPConfig(num_samples=num_samples, heldout_folds=heldout_folds)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")    # recorded in the row, not hidden
+        res = linearised_dip(meas.y, op, meas.noise_std, cfg, seed=index, progress=False)
+    seconds = time.perf_counter() - t0
+    truth = x[0]
+    none = res.laplace.sample(num_samples, seed=index)
+    row = {"size": size, "image": index, "heldout_folds": heldout_folds, "seconds": seconds, "timings": res.timings,
+           "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+           "path": res.laplace.path, "discrepancy": res.discrepancy.to_dict(),
+           "heldout": scores(res.posterior, truth), "none": scores(none, truth),
+           "warnings": sorted({f"{w.category.__name__}: {str(w.message)[:120]}" for w in caught})}
+    if bootstrap:
+        t1 = time.perf_counter()
+        gamma = dip_tv_weight(cfg, op, meas.y, meas.noise_std)
+
+        def refit(y_k, k):
+            return fit_dip(y_k, op, gamma, cfg.iterations, lr=cfg.lr, input=cfg.input, seed=index + 7919 * (k + 1),
+                           network_config=cfg.network, progress=False).x
+        boot = bootstrap_std_scale(refit, op, res.fit.x, none.std, meas.noise_std, fits=cfg.bootstrap_fits,
+                                   level=cfg.calibration_level, seed=index, progress=False)
+        applied = max(cfg.bootstrap_min_scale, boot.scale)
+        row["bootstrap"] = {**scores(scale_spread(none, applied), truth), "factor": boot.scale, "scale": applied,
+                            "seconds": time.perf_counter() - t1}
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    kinds = [k for k in ("heldout", "none", "bootstrap") if any(k in r for r in rows)]
+    lines = ["| size | image | τ | " + " | ".join(f"{k}: 90 % cov., test LL" for k in kinds) + " | s | peak GiB |",
+             "|---|---|---|" + "---|" * len(kinds) + "---|---|"]
+    for r in rows:
+        cells = [f"{r[k]['coverage'][1]:.3f}, {r[k]['test_log_likelihood']:.3f}" for k in kinds]
+        lines.append(f"| {r['size']}² | {r['image']} | {r['discrepancy']['std']:.4f} | " + " | ".join(cells)
+                     + f" | {r['seconds']:.0f} | {r['peak_rss_gib']:.2f} |")
+    lines += ["", "| setting | images | mean coverage 50 / 90 / 95 % | min 90 % | mean cal. err. | mean test LL |",
+              "|---|---|---|---|---|---|"]
+    for k in kinds:
+        n = len(rows)
+        cov = [sum(r[k]["coverage"][j] for r in rows) / n for j in range(3)]
+        lines.append(f"| {k} | {n} | {cov[0]:.3f} / {cov[1]:.3f} / {cov[2]:.3f} | "
+                     f"{min(r[k]['coverage'][1] for r in rows):.3f} | "
+                     f"{sum(r[k]['calibration_error'] for r in rows) / n:.3f} | "
+                     f"{sum(r[k]['test_log_likelihood'] for r in rows) / n:.3f} |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("split", choices=("train", "test"))
-    ap.add_argument("digits", help="comma-separated indices")
-    ap.add_argument("kappas", help="comma-separated TV-PredCP rates")
-    ap.add_argument("--expansion", choices=("fit", "linearised"), default="fit")
-    ap.add_argument("--g-prior", action="store_true", help="LaplaceConfig(g_prior=True)")
-    ap.add_argument("--size", type=int, default=28, help="28: digits; larger: natural-image crops")
-    ap.add_argument("--rank", type=int, default=LaplaceConfig.subspace_rank, help="LaplaceConfig.subspace_rank")
-    ap.add_argument("--bootstrap", action="store_true", help="also report the bootstrap-calibrated posterior")
+    ap.add_argument("size", type=int, choices=sorted(ANGLES))
+    ap.add_argument("indices", help="comma-separated image indices")
+    ap.add_argument("--bootstrap", action="store_true", help="also score the previous default (bootstrap)")
+    ap.add_argument("--num-samples", type=int, default=1000)
+    ap.add_argument("--heldout-folds", type=int, default=LinearisedDIPConfig.heldout_folds,
+                    help="LinearisedDIPConfig.heldout_folds (1/K of the projections held out)")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    indices = [int(a) for a in args.digits.split(",")]
-    kappas = [float(k) for k in args.kappas.split(",")]
-    defaults = LinearisedDIPConfig()
-    if args.size == 28:
-        op, truths, path = ParallelBeamCT(28, 20), digits(args.split, 28), "exact"
-    else:
-        op = ParallelBeamCT(args.size, 60 if args.size <= 64 else 90)
-        truths, path = natural_patches(args.split, args.size, max(indices) + 1, seed=0), "auto"
+    torch.set_num_threads(args.threads)
+    indices = [int(i) for i in args.indices.split(",") if i]
+    op = ParallelBeamCT(args.size, ANGLES[args.size])
+    truths = (digits(args.split, 28) if args.size == 28
+              else natural_patches(args.split, args.size, max(indices) + 1, seed=0))
     rows = []
     for i in indices:
-        x = truths[i:i + 1]
-        meas = simulate(op, x, 0.05, seed=i)
-        t0 = time.perf_counter()
-        fit = fit_dip(meas.y, op, defaults.tv_scale * meas.noise_std, defaults.iterations, lr=defaults.lr,
-                      seed=i, network_config=defaults.network, progress=False)
-        la = LinearisedLaplace(fit, op, noise_std=meas.noise_std,
-                               config=LaplaceConfig(path=path, expansion=args.expansion, g_prior=args.g_prior,
-                                                    subspace_rank=args.rank),
-                               progress=False)
-        print(f"{args.split} digit {i}: DIP and Laplace set-up {time.perf_counter() - t0:.1f} s", flush=True)
-        refits = {}
-
-        def refit(y_k, k, i=i, refits=refits):
-            # The refits do not depend on κ (same simulated data for the same seed): computed once.
-            if k not in refits:
-                refits[k] = fit_dip(y_k, op, defaults.tv_scale * meas.noise_std, defaults.iterations,
-                                    lr=defaults.lr, seed=i + 7919 * (k + 1), network_config=defaults.network,
-                                    progress=False).x
-            return refits[k]
-        for kappa in kappas:
-            t0 = time.perf_counter()
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                evidence = la.optimise_evidence(predcp_scale=kappa, method="lbfgs")
-                post = la.sample(1000, seed=i)
-            rep = calibration(post, x[0], levels=(0.5, 0.9, 0.95), patch_sizes=())
-            row = dict(split=args.split, size=args.size, digit=i, path=la.path, g_prior=args.g_prior, kappa=kappa, coverage=list(rep.coverage),
-                       calibration_error=rep.calibration_error, test_log_likelihood=rep.test_log_likelihood,
-                       mean_std=rep.mean_std, rmse=rep.rmse, seconds=time.perf_counter() - t0,
-                       converged=evidence.converged, warnings=sorted({w.category.__name__ for w in caught}))
-            if args.bootstrap:
-                t1 = time.perf_counter()
-                boot = bootstrap_std_scale(refit, op, fit.x, post.std, meas.noise_std,
-                                           fits=defaults.bootstrap_fits, level=defaults.calibration_level,
-                                           seed=i, progress=False)
-                applied = max(defaults.bootstrap_min_scale, boot.scale)
-                cal = calibration(scale_spread(post, applied), x[0], levels=(0.5, 0.9, 0.95), patch_sizes=())
-                row["bootstrap"] = dict(factor=boot.scale, scale=applied, coverage=list(cal.coverage),
-                                        calibration_error=cal.calibration_error,
-                                        test_log_likelihood=cal.test_log_likelihood,
-                                        seconds=time.perf_counter() - t1)
-            rows.append(row)
-            print(f"  kappa={kappa:<6g} coverage {[round(c, 3) for c in rep.coverage]} "
-                  f"cal.err. {rep.calibration_error:.3f} test LL {rep.test_log_likelihood:.3f} "
-                  f"std {rep.mean_std:.4f} rmse {rep.rmse:.4f} {row['seconds']:.1f} s "
-                  f"converged={evidence.converged} {row['warnings']}", flush=True)
-            if args.bootstrap:
-                b = row["bootstrap"]
-                print(f"    bootstrap factor {b['factor']:.3f}, applied x{b['scale']:.3f}: coverage {[round(c, 3) for c in b['coverage']]} "
-                      f"cal.err. {b['calibration_error']:.3f} test LL {b['test_log_likelihood']:.3f} "
-                      f"{b['seconds']:.1f} s", flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+        row = run_image(args.size, i, truths[i:i + 1], op, args.num_samples, args.bootstrap, args.heldout_folds)
+        rows.append(row)
+        extra = f", bootstrap {row['bootstrap']['coverage'][1]:.3f}" if "bootstrap" in row else ""
+        print(f"{args.split} {args.size}² image {i}: τ = {row['discrepancy']['std']:.4f}, 90 % coverage "
+              f"heldout {row['heldout']['coverage'][1]:.3f} (LL {row['heldout']['test_log_likelihood']:.3f}), "
+              f"none {row['none']['coverage'][1]:.3f} (LL {row['none']['test_log_likelihood']:.3f}){extra}, "
+              f"{row['seconds']:.0f} s", flush=True)
+        if args.json:
+            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+            with open(args.json + ".tmp", "w") as fh:
+                json.dump({"argv": vars(args), "rows": rows}, fh, indent=1)
+            os.replace(args.json + ".tmp", args.json)
+    print(table(rows))
 
 
 if __name__ == "__main__":

@@ -120,7 +120,8 @@ def test_linearised_dip_bootstrap_rescales_the_laplace_posterior(min_scale):
     plain = linearised_dip(meas.y, op, meas.noise_std, LinearisedDIPConfig(calibration="none", **cfg),
                            progress=False)
     boot = linearised_dip(meas.y, op, meas.noise_std,
-                          LinearisedDIPConfig(bootstrap_fits=2, bootstrap_min_scale=min_scale, **cfg),
+                          LinearisedDIPConfig(calibration="bootstrap", bootstrap_fits=2,
+                                              bootstrap_min_scale=min_scale, **cfg),
                           progress=False)
     assert plain.bootstrap is None and plain.timings["calibration"] == 0.0
     assert "std_scale" not in plain.posterior.extras

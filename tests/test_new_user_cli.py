@@ -243,7 +243,7 @@ def test_help_does_not_import_the_heavy_stack():
 def test_light_name_lists_match_the_registries():
     from bayes_recon.app import argtypes, cli, methods
     from bayes_recon.data.problems import PROBLEMS
-    from bayes_recon.inference.linearised.pipeline import LinearisedDIPConfig
+    from bayes_recon.inference.linearised.pipeline import CALIBRATIONS, LinearisedDIPConfig
     from bayes_recon.operators.holdout import HOLDOUT_SCHEMES
 
     for name in ("CLASSICAL_METHODS", "SUPN_MAP_METHODS", "SUPN_POSTERIOR_METHODS",
@@ -252,6 +252,7 @@ def test_light_name_lists_match_the_registries():
     assert argtypes.PROBLEMS == PROBLEMS and argtypes.HOLDOUT_SCHEMES == HOLDOUT_SCHEMES
     assert argtypes.DIP_DEFAULTS == {k: getattr(LinearisedDIPConfig, k)
                                      for k in argtypes.DIP_DEFAULTS}
+    assert argtypes.DIP_CALIBRATIONS == CALIBRATIONS
     real = next(a for a in build_parser()._actions if a.dest == "command")
     stub = next(a for a in build_parser(study=False)._actions if a.dest == "command")
     assert ([(c.dest, c.help) for c in real._choices_actions]

@@ -19,7 +19,7 @@ __all__ = ["int_at_least", "positive_float", "nonnegative_float", "POS_INT", "NO
            "CLASSICAL_METHODS", "SUPN_MAP_METHODS", "SUPN_POSTERIOR_METHODS", "DIFFUSION_METHODS", "HVAE_METHODS",
            "DIP_METHODS",
            "GMRF_METHODS", "DENOISER_METHODS", "ALL_METHODS", "PROBLEMS", "HOLDOUT_SCHEMES",
-           "DIP_DEFAULTS", "HVAE_DEFAULTS", "temperature_list"]
+           "DIP_DEFAULTS", "DIP_CALIBRATIONS", "HVAE_DEFAULTS", "temperature_list"]
 
 # Mirrors of the registries (see the module docstring).
 CLASSICAL_METHODS = ("fbp", "adjoint", "tikhonov", "tv")
@@ -38,7 +38,9 @@ HOLDOUT_SCHEMES = ("projection", "spoke", "line", "random")
 #: ``HVAEMAPConfig``'s and ``HVAEPosteriorConfig``'s defaults shown in ``--help``.
 HVAE_DEFAULTS = {"temperature": 0.95, "max_iterations": 50, "svi_steps": 300}
 #: ``LinearisedDIPConfig``'s defaults that the DIP options show in ``--help``.
-DIP_DEFAULTS = {"iterations": 300, "lr": 1e-3, "predcp_scale": 20.0}
+DIP_DEFAULTS = {"iterations": 300, "lr": 1e-3, "predcp_scale": 20.0, "calibration": "heldout"}
+#: ``linearised_dip``'s calibrations (``pipeline.CALIBRATIONS``).
+DIP_CALIBRATIONS = ("heldout", "bootstrap", "none")
 
 
 def int_at_least(minimum: int):

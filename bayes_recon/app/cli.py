@@ -23,6 +23,7 @@ from .. import __version__
 from .argtypes import (
     ALL_METHODS,
     CLASSICAL_METHODS,
+    DIP_CALIBRATIONS,
     DIP_DEFAULTS,
     HVAE_DEFAULTS,
     DIP_METHODS,
@@ -115,7 +116,8 @@ def settings_from_args(args: argparse.Namespace):
                               lr=args.dip_lr, input=args.dip_input,
                               network=UNetConfig(channels=args.dip_channels),
                               predcp_scale=args.predcp_scale,
-                              evidence_iterations=args.evidence_iterations, init=args.dip_init)
+                              evidence_iterations=args.evidence_iterations, init=args.dip_init,
+                              calibration=args.dip_calibration)
     classical = ClassicalSettings(tikhonov_weight=args.tikhonov_weight,
                                   tv_weight=args.tv_weight, tv_iterations=args.tv_iterations)
     steps = {} if args.diffusion_steps is None else {"steps": args.diffusion_steps}
@@ -523,6 +525,9 @@ def _add_method_arguments(rec: argparse.ArgumentParser) -> None:
                    "(ellipses-ct-dip) or a U-Net checkpoint .safetensors; default: random initialisation")
     d.add_argument("--dropout", type=float, default=0.1,
                    help="mc-dropout-dip: channel dropout probability")
+    d.add_argument("--dip-calibration", choices=DIP_CALIBRATIONS, default=DIP_DEFAULTS["calibration"],
+                   help="linearised-dip: how the error bars' level is set: heldout (an image-space "
+                   "discrepancy fitted on held-out projections), bootstrap (DIP refits, a factor) or none")
     d.add_argument("--evidence-iterations", type=POS_INT, default=200,
                    help="linearised-dip: evidence (type-II) optimisation iterations")
     d.add_argument("--predcp-scale", type=nonnegative_float, default=DIP_DEFAULTS["predcp_scale"],

@@ -156,8 +156,10 @@ def _summary(settings: MethodSettings) -> dict:
         info = {"dip_iterations": d.iterations, "dip_lr": d.lr, "samples": settings.dip_samples}
         if m == "linearised-dip":
             info["predcp_scale"] = d.predcp_scale
-            info["calibration"] = (f"bootstrap ({d.bootstrap_fits} DIP refits, factor >= {d.bootstrap_min_scale:g})"
-                                   if d.calibration == "bootstrap" else d.calibration)
+            info["calibration"] = {
+                "bootstrap": f"bootstrap ({d.bootstrap_fits} DIP refits, factor >= {d.bootstrap_min_scale:g})",
+                "heldout": f"heldout (image-space discrepancy fitted on 1/{d.heldout_folds} of the measurements)",
+            }.get(d.calibration, d.calibration)
         if m == "mc-dropout-dip":
             info["dropout"] = settings.dropout
         return info
@@ -210,11 +212,12 @@ def run_demo(config: DemoConfig) -> dict:
                             cache=problem.cache)
         elapsed = time.perf_counter() - start
         info = _summary(settings)
-        for key in ("converged", "log_evidence", "bootstrap_factor", "std_scale", "dip_fit_shared"):
+        for key in ("converged", "log_evidence", "bootstrap_factor", "std_scale", "discrepancy_std",
+                    "dip_fit_shared"):
             if result.info.get(key) is not None:
                 value = result.info[key]
-                numeric = key in ("log_evidence", "bootstrap_factor", "std_scale")
-                info[key] = round(float(value), 2) if numeric else value
+                numeric = key in ("log_evidence", "bootstrap_factor", "std_scale", "discrepancy_std")
+                info[key] = round(float(value), 4 if key == "discrepancy_std" else 2) if numeric else value
         slug = _slug(name)
         x = result.x.detach().float()
         write_npy(out / f"{slug}.npy", x[0].numpy())

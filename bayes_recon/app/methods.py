@@ -470,6 +470,8 @@ def _run_dip(s: MethodSettings, op, y, noise_std, cache: dict | None) -> MethodR
                 # The bootstrap's factor, and the one applied (max(bootstrap_min_scale, factor)).
                 "bootstrap_factor": None if res.bootstrap is None else res.bootstrap.scale,
                 "std_scale": res.posterior.extras.get("std_scale"),
+                # The image-space discrepancy τ fitted on held-out measurements ("heldout").
+                "discrepancy_std": None if res.discrepancy is None else res.discrepancy.std,
                 "timings_s": dict(res.timings)}
         return MethodResult(post.mean[None], posterior=post, point_estimate=res.fit.x,
                             noise_std=post.noise_std, info=info)

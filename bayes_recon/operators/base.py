@@ -128,6 +128,37 @@ class LinearOperator(abc.ABC):
             cols = torch.cat([cols.real, cols.imag], dim=1)
         return cols.T.contiguous()
 
+    def gram_diagonal(self, dtype: torch.dtype = torch.float64, device=None,
+                      chunk_size: int = 256) -> torch.Tensor:
+        """``diag(A Aᵀ)`` ``(range_size,)``: the squared norm of each measurement's row.
+
+        Complex ranges are stacked ``[Re; Im]`` as in :meth:`to_dense`. The generic
+        version applies the adjoint to unit measurements, ``chunk_size`` at a time
+        (``range_size`` adjoints); operators that store their matrix override it.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from bayes_recon.operators import Blur
+        >>> op = Blur(8, torch.ones(3, 3) / 9)
+        >>> d = op.gram_diagonal()
+        >>> bool(torch.allclose(d, (op.to_dense() ** 2).sum(1)))
+        True
+        """
+        check_int("chunk_size", chunk_size, minimum=1)
+        device = self._buffer_device() if device is None else device
+        m = self.range_size
+        half = math.prod(self.range_shape)
+        out = torch.empty(m, dtype=dtype, device=device)
+        for start in range(0, m, chunk_size):
+            k = min(chunk_size, m - start)
+            rows = torch.zeros(k, m, dtype=dtype, device=device)
+            rows[torch.arange(k, device=device), torch.arange(start, start + k, device=device)] = 1.0
+            y = torch.complex(rows[:, :half], rows[:, half:]) if self.complex_range else rows
+            cols = self._adjoint(y.reshape(k, *self.range_shape))
+            out[start:start + k] = cols.reshape(k, -1).pow(2).sum(1)
+        return out
+
     def extra_repr(self) -> str:
         return ""
 

@@ -244,6 +244,13 @@ class RayTransform(LinearOperator):
         out = self.matrix.rmatmul(y.reshape(b * c, -1))
         return out.reshape(b, c, *self.domain_shape[1:])
 
+    def gram_diagonal(self, dtype: torch.dtype = torch.float64, device=None,
+                      chunk_size: int = 256) -> torch.Tensor:
+        """``diag(A Aᵀ)`` ``(range_size,)`` from the stored matrix (squared row sums, per channel)."""
+        device = self._buffer_device() if device is None else device
+        rows = np.asarray(self.matrix.scipy.multiply(self.matrix.scipy).sum(axis=1)).ravel()
+        return torch.as_tensor(np.tile(rows, self.domain_shape[0]), dtype=dtype, device=device)
+
     def _filter(self, y: torch.Tensor, filter: str, spacing: float = 1.0) -> torch.Tensor:
         """Each projection of ``y`` convolved with :func:`ramp_filter` (detector ``spacing``)."""
         response = torch.as_tensor(ramp_filter(self.n_detectors, filter), dtype=y.dtype,

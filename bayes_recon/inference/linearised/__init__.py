@@ -10,12 +10,11 @@ Entry point::
 or all at once with :func:`linearised_dip`.
 """
 
-from .baselines import fixed_noise_posterior, mc_dropout_posterior
 from .gp import (LinearisedGaussianLikelihood, LinearisedGP, LinearisedHyperparameters,
                  MacKayMarginalLogLikelihood, TVPredCPPrior)
 from .resources import PathEstimate, available_memory, choose_path, estimate_paths
 from .sampling import RunningMoments
-from .evidence import ExactKernel, NystromPreconditioner, data_kernel_operator, direct_image_kernel
+from .evidence import ExactKernel, NystromPreconditioner, direct_image_kernel
 from .jacobian import NetworkJacobian, ParameterGroup, linearised_groups
 from .config import (LOG_LENGTHSCALE_BOUNDS, AdjointMismatchWarning, EvidenceConvergenceWarning, EvidenceResult, LaplaceConfig,
                      NumericalRecord)
@@ -56,7 +55,6 @@ __all__ = [
     "distance_classes",
     "ExactKernel",
     "direct_image_kernel",
-    "data_kernel_operator",
     "NystromPreconditioner",
     "TVPredCP",
     "CholeskyJitterWarning",
@@ -65,6 +63,4 @@ __all__ = [
     "recording_warnings",
     "lbfgs_maximise",
     "LBFGSResult",
-    "mc_dropout_posterior",
-    "fixed_noise_posterior",
 ]

@@ -5,11 +5,13 @@ Entry point::
     fit = fit_dip(y, op, tv_weight, iterations)            # bayes_recon.inference.dip
     la = LinearisedLaplace(fit, op)                          # Jacobian + kernel pieces
     la.optimise_evidence()                                   # L-BFGS (exact path) or sample-based EM
+    la.backend                                               # the path's numerics (.backends)
     posterior = la.sample(1000, seed=0)                      # -> Posterior
 
 or all at once with :func:`linearised_dip`.
 """
 
+from .backends import ExactBackend, LinearModelBackend, MatrixFreeBackend, SubspaceBackend
 from .gp import (LinearisedGaussianLikelihood, LinearisedGP, LinearisedHyperparameters,
                  MacKayMarginalLogLikelihood, TVPredCPPrior)
 from .resources import PathEstimate, available_memory, choose_path, estimate_paths
@@ -63,4 +65,8 @@ __all__ = [
     "recording_warnings",
     "lbfgs_maximise",
     "LBFGSResult",
+    "LinearModelBackend",
+    "ExactBackend",
+    "SubspaceBackend",
+    "MatrixFreeBackend",
 ]

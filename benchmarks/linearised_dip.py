@@ -47,7 +47,7 @@ import torch
 from bayes_recon import metrics
 from bayes_recon.data import digits, natural_patches, simulate
 from bayes_recon.inference.dip import fit_dip, pretrain_dip
-from bayes_recon.inference.linearised.baselines import fixed_noise_posterior, mc_dropout_posterior
+from bayes_recon.inference.dip_baselines import fixed_noise_posterior, mc_dropout_posterior
 from bayes_recon.inference.linearised.evidence import direct_image_kernel, forward_rows
 from bayes_recon.inference.bootstrap_scale import bootstrap_std_scale, scale_spread
 from bayes_recon.inference.linearised.laplace import LaplaceConfig, LinearisedLaplace

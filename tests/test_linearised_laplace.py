@@ -19,7 +19,7 @@ from torch import nn
 
 from bayes_recon.data import digits, natural_patches, simulate
 from bayes_recon.inference.dip import DIPFit, fit_dip
-from bayes_recon.inference.linearised.baselines import fixed_noise_posterior, mc_dropout_posterior
+from bayes_recon.inference.dip_baselines import fixed_noise_posterior, mc_dropout_posterior
 from bayes_recon.inference.linearised.evidence import direct_image_kernel, forward_rows
 from bayes_recon.inference.linearised.jacobian import NetworkJacobian, linearised_groups
 from bayes_recon.inference.linearised.laplace import (EvidenceConvergenceWarning, LaplaceConfig,

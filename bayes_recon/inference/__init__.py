@@ -10,6 +10,7 @@ from ..posterior import Posterior
 from .bootstrap_scale import BootstrapScale, bootstrap_std_scale, scale_spread
 from .diffusion import DIFFUSION_METHODS, DiffPIRConfig, DPSConfig, diffusion_posterior
 from .dip import DIPFit, dip_input, fit_dip, pretrain_dip
+from .dip_baselines import fixed_noise_posterior, mc_dropout_posterior
 from .gmrf import GMRFConfig, GMRFResult, gmrf_posterior
 from .hvae import HVAE_MAP_METHODS, HVAEMAPConfig, HVAEReconstruction, hvae_map_estimate
 from .hvae_posterior import HVAEPosteriorConfig, hvae_posterior
@@ -20,9 +21,7 @@ from .linearised import (
     LaplaceConfig,
     LinearisedLaplace,
     SubspaceTruncationWarning,
-    fixed_noise_posterior,
     linearised_dip,
-    mc_dropout_posterior,
 )
 from .linearised.pipeline import LinearisedDIPConfig, LinearisedDIPResult
 from .map import MAP_METHODS, MAPConfig, Reconstruction, map_estimate

@@ -5,17 +5,18 @@ Entry point::
     fit = fit_dip(y, op, tv_weight, iterations)            # bayes_recon.inference.dip
     la = LinearisedLaplace(fit, op)                          # Jacobian + kernel pieces
     la.optimise_evidence()                                   # L-BFGS (exact path) or sample-based EM
+    la.backend                                               # the path's numerics (.backends)
     posterior = la.sample(1000, seed=0)                      # -> Posterior
 
 or all at once with :func:`linearised_dip`.
 """
 
-from .baselines import fixed_noise_posterior, mc_dropout_posterior
+from .backends import ExactBackend, LinearModelBackend, MatrixFreeBackend, SubspaceBackend
 from .gp import (LinearisedGaussianLikelihood, LinearisedGP, LinearisedHyperparameters,
                  MacKayMarginalLogLikelihood, TVPredCPPrior)
 from .resources import PathEstimate, available_memory, choose_path, estimate_paths
 from .sampling import RunningMoments
-from .evidence import ExactKernel, NystromPreconditioner, data_kernel_operator, direct_image_kernel
+from .evidence import ExactKernel, NystromPreconditioner, direct_image_kernel
 from .jacobian import NetworkJacobian, ParameterGroup, linearised_groups
 from .config import (LOG_LENGTHSCALE_BOUNDS, AdjointMismatchWarning, EvidenceConvergenceWarning, EvidenceResult, LaplaceConfig,
                      NumericalRecord)
@@ -56,7 +57,6 @@ __all__ = [
     "distance_classes",
     "ExactKernel",
     "direct_image_kernel",
-    "data_kernel_operator",
     "NystromPreconditioner",
     "TVPredCP",
     "CholeskyJitterWarning",
@@ -65,6 +65,8 @@ __all__ = [
     "recording_warnings",
     "lbfgs_maximise",
     "LBFGSResult",
-    "mc_dropout_posterior",
-    "fixed_noise_posterior",
+    "LinearModelBackend",
+    "ExactBackend",
+    "SubspaceBackend",
+    "MatrixFreeBackend",
 ]

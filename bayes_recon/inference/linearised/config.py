@@ -1,4 +1,4 @@
-"""Settings and results of the linearised Laplace model (dataclasses, no numerics)."""
+"""Settings and results of the linearised Laplace model (dataclasses and their checks, no numerics)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..._validation import check_choice, check_int, check_positive
+
 __all__ = ["LaplaceConfig", "EvidenceResult", "EvidenceConvergenceWarning", "AdjointMismatchWarning",
-           "NumericalRecord",
-           "LOG_LENGTHSCALE_BOUNDS"]
+           "NumericalRecord", "LOG_LENGTHSCALE_BOUNDS", "check_lengthscale"]
 
 #: Open interval of ``log ℓ_b`` (filter pixel units). Outside it the 9x9 filter
 #: covariances are numerically the identity (ℓ → 0) or rank one (ℓ → ∞).
@@ -301,3 +302,44 @@ class EvidenceResult:
     history: list = field(default_factory=list)
     min_log_variance: float | None = None
     floored_blocks: list = field(default_factory=list)
+
+
+def check_lengthscale(name: str, value: float) -> None:
+    """``ValueError`` naming ``name`` unless ``log value`` is inside ``LOG_LENGTHSCALE_BOUNDS``."""
+    lo, hi = LOG_LENGTHSCALE_BOUNDS
+    if not lo < math.log(value) < hi:
+        raise ValueError(f"{name} must lie in (exp({lo:g}), exp({hi:g})) = ({math.exp(lo):.4g}, "
+                         f"{math.exp(hi):.4g}) filter pixels, got {value:g}")
+
+
+def _check_config(cfg: LaplaceConfig) -> None:
+    check_choice("config.path", cfg.path, ("auto", "exact", "subspace", "scalable"))
+    check_choice("config.expansion", cfg.expansion, ("fit", "linearised"))
+    check_choice("config.hyperparameter_method", cfg.hyperparameter_method, ("auto", "lbfgs", "em"))
+    check_positive("config.init_lengthscale", cfg.init_lengthscale)
+    check_lengthscale("config.init_lengthscale", cfg.init_lengthscale)
+    if cfg.init_variance is not None:
+        check_positive("config.init_variance", cfg.init_variance)
+    if cfg.memory_budget is not None:
+        check_positive("config.memory_budget", cfg.memory_budget)
+    for name in ("max_cg_iterations", "lanczos_iterations", "em_iterations", "em_samples",
+                 "sample_batch_size", "g_prior_probes", "jacobian_chunk", "subspace_rank"):
+        check_int(f"config.{name}", getattr(cfg, name), minimum=1)
+    check_int("config.subspace_power_iterations", cfg.subspace_power_iterations, minimum=0)
+    check_int("config.subspace_test_probes", cfg.subspace_test_probes, minimum=0)
+    check_positive("config.subspace_tolerance", cfg.subspace_tolerance)
+    check_positive("config.em_tolerance", cfg.em_tolerance)
+    check_positive("config.em_lengthscale_step", cfg.em_lengthscale_step)
+    check_choice("config.predcp_normalisation", cfg.predcp_normalisation, ("sum", "mean"))
+    check_choice("config.adjoint_mismatch", cfg.adjoint_mismatch, ("raise", "warn"))
+    if cfg.min_log_variance is not None:
+        if isinstance(cfg.min_log_variance, bool) or not isinstance(cfg.min_log_variance, (int, float)):
+            raise TypeError(f"config.min_log_variance must be a float or None, got "
+                            f"{type(cfg.min_log_variance).__name__}")
+        if not math.isfinite(cfg.min_log_variance):
+            raise ValueError(f"config.min_log_variance must be finite (a log variance) or None, got "
+                             f"{cfg.min_log_variance}")
+    if cfg.lanczos_iterations > cfg.max_cg_iterations:
+        # linear_operator builds the Lanczos tridiagonal matrices from the CG iterations.
+        raise ValueError(f"config.lanczos_iterations must be <= config.max_cg_iterations = "
+                         f"{cfg.max_cg_iterations}, got {cfg.lanczos_iterations}")

@@ -8,9 +8,10 @@ stacked as ``[Re; Im]`` so everything is real).
   ``A K_{b,δ} Aᵀ`` for every group ``b`` and distance class ``δ`` (float64), so
   that ``K(φ) = Σ_{b,δ} σ_b² e^{-δ/ℓ_b} K_{b,δ}``: one evidence evaluation is a
   weighted sum and one Cholesky.
-* :func:`data_kernel_operator` builds ``K_yy`` as a ``linear_operator`` object
-  from matrix-free ``J v`` / ``Jᵀ u`` products, with a randomised Nyström
-  preconditioner, for CG solves and stochastic Lanczos log-determinants.
+* :class:`DataKernelOperator` is ``A K Aᵀ`` as a ``linear_operator`` object from
+  matrix-free ``J v`` / ``Jᵀ u`` products; :class:`NystromPreconditioner` (via
+  :func:`nystrom_preconditioner`) preconditions ``K_yy`` for CG solves and stochastic
+  Lanczos log-determinants.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .jacobian import NetworkJacobian
 from .weight_prior import MaternFilterPrior
 
 __all__ = ["forward_rows", "adjoint_rows", "ExactKernel", "direct_image_kernel",
-           "DataKernelOperator", "NystromPreconditioner", "PreconditionedAddedDiag", "data_kernel_operator",
+           "DataKernelOperator", "NystromPreconditioner", "PreconditionedAddedDiag",
            "nystrom_preconditioner"]
 
 
@@ -257,20 +258,3 @@ def nystrom_preconditioner(kernel: LOBase, noise_variance, rank: int, seed: int 
         return pre.solve, pre.operator(), pre.logdet
 
     return override
-
-
-def data_kernel_operator(jac, prior, op, log_lengthscale, log_variance, log_noise_variance,
-                         preconditioner_rank: int = 64, seed: int = 0) -> AddedDiagLinearOperator:
-    """``K_yy = A J Σ_θ Jᵀ Aᵀ + σ_y² I`` ``(m, m)`` as a preconditioned ``linear_operator``.
-
-    ``log_noise_variance`` is ``(1,)``; with ``preconditioner_rank > 0`` CG and
-    the stochastic Lanczos log-determinant use a rank-``preconditioner_rank``
-    :class:`NystromPreconditioner`.
-    """
-    m = op.range_size
-    kop = DataKernelOperator(log_lengthscale, log_variance, jac=jac, prior=prior, op=op, size=m)
-    nv = log_noise_variance.exp().reshape(1)
-    noise = ConstantDiagLinearOperator(nv, diag_shape=m)
-    override = (nystrom_preconditioner(kop, nv.detach(), preconditioner_rank, seed)
-                if preconditioner_rank > 0 else None)
-    return PreconditionedAddedDiag(kop, noise, preconditioner_override=override)

@@ -34,8 +34,7 @@ from gpytorch.mlls import MarginalLogLikelihood
 from gpytorch.models import GP
 from gpytorch.module import Module
 from gpytorch.priors import Prior
-from linear_operator.operators import (CholLinearOperator, ConstantDiagLinearOperator,
-                                       DenseLinearOperator, TriangularLinearOperator)
+from linear_operator.operators import CholLinearOperator, ConstantDiagLinearOperator, TriangularLinearOperator
 from torch.distributions import constraints
 
 from .config import LOG_LENGTHSCALE_BOUNDS
@@ -44,7 +43,7 @@ from .linalg import robust_cholesky
 from .predcp import TVPredCP
 
 __all__ = ["LinearisedHyperparameters", "TVPredCPPrior", "LinearisedGP", "LinearisedGaussianLikelihood",
-           "MacKayMarginalLogLikelihood"]
+           "MacKayMarginalLogLikelihood", "LinearisedEvidence", "predcp_closure"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -180,32 +179,25 @@ class LinearisedGP(GP):
     hyper : LinearisedHyperparameters
     mean : torch.Tensor
         ``A m₀ (m,)``.
-    kernel : ExactKernel or None
-        Distance-class pieces (exact path): the covariance is a ``DenseLinearOperator``;
-        None: the matrix-free :class:`~.evidence.DataKernelOperator` built from
-        ``jac``, ``prior`` and ``op``.
-    jac, prior, op
-        The linear model (used on the matrix-free path).
+    covariance : callable
+        ``(log ℓ (L,), log σ² (G,)) -> A K Aᵀ`` as an ``(m, m)`` ``linear_operator``: a
+        backend's ``data_covariance`` (dense from distance-class pieces, or the
+        matrix-free :class:`~.evidence.DataKernelOperator`).
+    weight_prior : MaternFilterPrior
     weight_grams : list of torch.Tensor
         ``Θ_bᵀΘ_b`` of the expansion point (for the MacKay term ``θ*ᵀ Σ_θ⁻¹ θ*``).
     """
 
-    def __init__(self, hyper: LinearisedHyperparameters, mean: torch.Tensor, kernel, jac, prior, op,
+    def __init__(self, hyper: LinearisedHyperparameters, mean: torch.Tensor, covariance, weight_prior,
                  weight_grams):
         super().__init__()
         self.hyper = hyper
         self.register_buffer("data_mean", mean)
-        self.kernel, self.jac, self.weight_prior, self.op = kernel, jac, prior, op
-        self.weight_grams = weight_grams
+        self.covariance, self.weight_prior, self.weight_grams = covariance, weight_prior, weight_grams
 
     def forward(self) -> MultivariateNormal:
-        log_ls, log_var = self.hyper.log_lengthscale, self.hyper.log_variance
-        m = self.data_mean.shape[0]
-        if self.kernel is not None:
-            covar = DenseLinearOperator(self.kernel.data_kernel(log_ls, log_var))
-        else:
-            covar = DataKernelOperator(log_ls, log_var, jac=self.jac, prior=self.weight_prior, op=self.op, size=m)
-        return MultivariateNormal(self.data_mean, covar)
+        return MultivariateNormal(self.data_mean, self.covariance(self.hyper.log_lengthscale,
+                                                                  self.hyper.log_variance))
 
     def __call__(self, *args, **kwargs):
         return self.forward()
@@ -284,3 +276,54 @@ class MacKayMarginalLogLikelihood(MarginalLogLikelihood):
         for _, module, prior, closure, _ in self.named_priors():
             res = res + prior.log_prob(closure(module)).sum()
         return res / target.shape[-1]
+
+
+class LinearisedEvidence(torch.nn.Module):
+    """Log evidence plus log priors as one module, so ``torch.func.functional_call`` evaluates it at any ``φ``.
+
+    ``forward(part, priors)`` returns, as a 0-d tensor:
+
+    * ``part="evidence"``: the log evidence alone (``expansion="linearised"``: the
+      marginal's ``log_prob``; ``"fit"``: :meth:`MacKayMarginalLogLikelihood.log_evidence`);
+    * ``part="prior"``: ``Σ log p(φ)`` of the priors alone;
+    * ``part="all"``: their sum, the function the hyperparameters maximise.
+
+    ``priors``: None for the priors registered on the MLL's modules (e.g. the
+    TV-PredCP via ``set_prior``), else a list of ``(prior, closure)`` evaluated as
+    ``prior.log_prob(closure(hyper))``. ``outside = (s, c)``: ``c`` more measurements,
+    pure noise with squared norm ``s`` (the subspace backend's complement), add
+    ``-½ (s / σ² + c log 2πσ²)`` to the evidence.
+    """
+
+    def __init__(self, mll: MarginalLogLikelihood, target: torch.Tensor, expansion: str, outside=(0.0, 0)):
+        super().__init__()
+        self.mll, self.target, self.expansion = mll, target, expansion
+        self.outside_sq, self.outside_count = float(outside[0]), int(outside[1])
+
+    def evidence(self) -> torch.Tensor:
+        f = self.mll.model()
+        if self.expansion == "linearised":
+            value = self.mll.likelihood(f).log_prob(self.target)
+        else:
+            value = self.mll.log_evidence(f, self.target)
+        if self.outside_count:
+            nv = self.mll.likelihood.noise.reshape(())
+            value = value - 0.5 * (self.outside_sq / nv + self.outside_count * (LOG_2PI + nv.log()))
+        return value
+
+    def log_prior(self, priors=None) -> torch.Tensor:
+        if priors is None:
+            terms = [(prior, closure(module)) for _, module, prior, closure, _ in self.mll.named_priors()]
+        else:
+            terms = [(prior, closure(self.mll.model.hyper)) for prior, closure in priors]
+        total = self.target.new_zeros(())
+        for prior, value in terms:
+            total = total + prior.log_prob(value).sum()
+        return total
+
+    def forward(self, part: str = "all", priors=None) -> torch.Tensor:
+        if part == "evidence":
+            return self.evidence()
+        if part == "prior":
+            return self.log_prior(priors)
+        return self.evidence() + self.log_prior(priors)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ...models.unet import conv_weights_by_block
 
-__all__ = ["ParameterGroup", "linearised_groups", "NetworkJacobian"]
+__all__ = ["ParameterGroup", "linearised_groups", "NetworkJacobian", "g_prior_column_scale"]
 
 
 @dataclass(frozen=True)
@@ -216,3 +216,26 @@ class NetworkJacobian:
         if dtype is not None:
             j = j.to(dtype)
         return j.reshape(self.num_pixels, group.num_filters, group.kernel_size**2)
+
+
+def g_prior_column_scale(jac: NetworkJacobian, adjoint, num_rows: int, probes: int, seed: int) -> torch.Tensor:
+    """The g-prior's column scale ``s (P,)``: ``s_i = (d_i / mean_b d)^{-1/2}``, ``d_i ≈ ‖(A J)_{:, i}‖²``.
+
+    ``d`` is estimated from ``probes`` seeded Gaussian ``u (num_rows,)`` as the mean of
+    ``(Jᵀ Aᵀ u)²``; ``adjoint`` maps rows ``(k, num_rows) -> (k, N)`` (``Aᵀ``); the mean is
+    per group ``b``, so that each weight of a group has the same data-space scale.
+    """
+    dev = jac.theta.device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    d = torch.zeros(jac.num_params, dtype=torch.float64, device=dev)
+    for start in range(0, probes, jac.chunk_size):
+        u = torch.randn(min(jac.chunk_size, probes - start), num_rows, generator=gen, dtype=torch.float64,
+                        device=dev)
+        d += jac.vjp(adjoint(u.to(jac.dtype))).to(torch.float64).pow(2).sum(0)
+    d = d / probes
+    scale = torch.empty_like(d)
+    for g in jac.groups:
+        db = d[g.slice]
+        # Dead weights (zero sensitivity) keep scale 1 instead of an infinite prior.
+        scale[g.slice] = (db.clamp_min(1e-12 * float(db.mean()) + 1e-300) / db.mean()).rsqrt()
+    return scale

@@ -12,12 +12,18 @@ Two evidences: ``expansion="linearised"``, the exact evidence of the
 linear model (the marginal's ``log_prob``); ``expansion="fit"`` (default), MacKay's
 Laplace evidence at the fitted weights,
 ``-½ log|K_yy| - ½ (‖y - A x*‖² / σ_y² + θ*ᵀ Σ_θ⁻¹ θ*) - (m/2) log 2π``.
-Hyperparameters are fitted by L-BFGS on the deterministic evidence or by
-sample-based EM (:mod:`.hyperfit`). Three computational paths (:mod:`.resources`
-chooses one from a memory budget): ``exact`` (dense Jacobian, distance-class
-pieces, Cholesky), ``subspace`` (the same on the leading range of ``J``,
-:mod:`.subspace`) and ``scalable`` (matrix-free ``J``, preconditioned CG, SLQ,
-Matheron samples).
+Hyperparameters maximise :meth:`LinearisedLaplace.optimisation_objective` (evidence
+plus registered log priors; the function the gradient tests check) by L-BFGS, or
+are fitted by sample-based EM (:mod:`.hyperfit`).
+
+The numerics live in one backend per computational path (:mod:`.backends`;
+:mod:`.resources` chooses the path from a memory budget): ``exact``
+(:class:`~.backends.ExactBackend`: dense Jacobian, distance-class pieces,
+Cholesky), ``subspace`` (:class:`~.backends.SubspaceBackend`: the same on the
+leading range of ``J``, :mod:`.subspace`) and ``scalable``
+(:class:`~.backends.MatrixFreeBackend`: matrix-free ``J``, preconditioned CG, SLQ,
+Matheron samples). :class:`LinearisedLaplace` builds the Jacobian, the prior and
+the hyperparameters, and delegates everything path-specific to its backend.
 
 Numerical trouble (CG short of tolerance, Cholesky jitter) is warned and
 recorded in a :class:`NumericalRecord` on the results.
@@ -32,59 +38,34 @@ import warnings
 import gpytorch
 import numpy as np
 import torch
-from gpytorch.mlls import ExactMarginalLogLikelihood
 
-from ..._validation import check_choice, check_int, check_positive
+from ..._validation import check_int, check_positive
 from ...operators.base import LinearOperator, adjointness_error
+from ...posterior import Posterior
 from ..dip import DIPFit
+from .backends import BACKENDS, LinearModelBackend
 from .config import (AdjointMismatchWarning, EvidenceConvergenceWarning, EvidenceResult, LaplaceConfig,
-                     NumericalRecord)
-from .evidence import ExactKernel, adjoint_rows, forward_rows
-from .gp import (LOG_2PI, LinearisedGaussianLikelihood, LinearisedGP, LinearisedHyperparameters,
-                 MacKayMarginalLogLikelihood, TVPredCPPrior)
+                     NumericalRecord, _check_config, check_lengthscale)
+from .evidence import adjoint_rows
+from .gp import LinearisedGaussianLikelihood, LinearisedHyperparameters, TVPredCPPrior, predcp_closure
 from .hyperfit import optimise_evidence
-from .jacobian import NetworkJacobian, linearised_groups
-from .hyperparameter_access import HyperparameterAccessMixin, check_lengthscale
+from .jacobian import NetworkJacobian, g_prior_column_scale, linearised_groups
 from .linalg import recording_warnings
-from .posterior_ops import PosteriorMixin
 from .predcp import TVPredCP
-from .resources import choose_path, default_budget, estimate_paths, network_cost
-from .subspace import jacobian_subspace
+from .resources import plan_path
+from .sampling import RunningMoments
 from .weight_prior import MaternFilterPrior
 
 __all__ = ["LaplaceConfig", "EvidenceResult", "LinearisedLaplace", "EvidenceConvergenceWarning",
            "NumericalRecord"]
 
 
-class _Evidence(torch.nn.Module):
-    """The evidence as a module, so ``torch.func.functional_call`` can evaluate it at any ``φ``.
-
-    ``forward("mll")``: ``m ·`` MLL (evidence plus registered log-priors);
-    ``forward("evidence")``: the evidence alone. ``outside = (s, c)``: ``c`` more
-    measurements, pure noise with squared norm ``s`` (the subspace path's
-    complement), add ``-½ (s / σ² + c log 2πσ²)``.
-    """
-
-    def __init__(self, mll, target, expansion, outside=(0.0, 0)):
-        super().__init__()
-        self.mll, self.target, self.expansion = mll, target, expansion
-        self.outside_sq, self.outside_count = float(outside[0]), int(outside[1])
-
-    def forward(self, kind: str = "mll"):
-        f = self.mll.model()
-        if kind == "mll":
-            value = self.mll(f, self.target) * self.target.shape[-1]
-        elif self.expansion == "linearised":
-            value = self.mll.likelihood(f).log_prob(self.target)
-        else:
-            value = self.mll.log_evidence(f, self.target)
-        if self.outside_count:
-            nv = self.mll.likelihood.noise.reshape(())
-            value = value - 0.5 * (self.outside_sq / nv + self.outside_count * (LOG_2PI + nv.log()))
-        return value
+def _backend_attribute(name: str, doc: str) -> property:
+    """A read-only view of the backend's attribute ``name`` (the backend's coordinates)."""
+    return property(lambda self: getattr(self.backend, name), doc=doc)
 
 
-class LinearisedLaplace(HyperparameterAccessMixin, PosteriorMixin):
+class LinearisedLaplace:
     """Linearised Laplace approximation of a fitted DIP.
 
     Parameters
@@ -103,30 +84,25 @@ class LinearisedLaplace(HyperparameterAccessMixin, PosteriorMixin):
 
     Attributes
     ----------
-    hyper : LinearisedHyperparameters
-        The ``gpytorch.Module`` of ``log ℓ_b`` and ``σ_b²``.
-    likelihood : LinearisedGaussianLikelihood
-    model : LinearisedGP
-    mll : gpytorch.mlls.MarginalLogLikelihood
-        ``ExactMarginalLogLikelihood`` ("linearised") or
-        :class:`~.gp.MacKayMarginalLogLikelihood` ("fit").
-    log_lengthscale, log_variance, log_noise_variance : torch.Tensor
-        Current hyperparameters (detached float64 copies; set with
-        :meth:`set_hyperparameters`).
+    backend : LinearModelBackend
+        The path's numerics and coordinates (:mod:`.backends`).
     path : str
         ``"exact"``, ``"subspace"`` or ``"scalable"``; ``path_estimates`` has each
         path's predicted memory and time, ``memory_budget`` the budget used.
-    subspace : JacobianSubspace or None
-        The basis and reduced problem of the subspace path; there ``jac``,
-        ``kernel_op``, ``y``, ``m``, ``prior_mean`` and ``target`` are in the
-        subspace's coordinates (``u = Qᵀ (x - x*)``), and images are lifted by ``Q``.
-    kernel_op : LinearOperator
-        The forward model of the kernel's coordinates (``op`` itself off the
-        subspace path).
-    prior_mean : torch.Tensor
-        ``m₀ (N,)`` float64: ``x*`` ("fit") or ``x* - J θ*`` ("linearised").
-    target : torch.Tensor or None
-        ``t = y - A m₀ (m,)`` for "linearised", None for "fit".
+    hyper : LinearisedHyperparameters
+        The ``gpytorch.Module`` of ``log ℓ_b`` and ``σ_b²``.
+    likelihood : LinearisedGaussianLikelihood
+    log_lengthscale, log_variance, log_noise_variance : torch.Tensor
+        Current hyperparameters (detached float64 copies; set with
+        :meth:`set_hyperparameters`).
+    model, mll, subspace, jac, kernel_op, y, m, x_star, prior_mean, target, kernel
+        Read-only views of the backend's (see :class:`~.backends.LinearModelBackend`):
+        on the subspace path ``jac``, ``kernel_op``, ``y``, ``m``, ``x_star``,
+        ``prior_mean`` and ``target`` are in the subspace's coordinates
+        (``u = Qᵀ (x - x*)``); ``subspace`` is None off it.
+    adjointness_error : float
+        The operator's, measured at construction.
+    evidence_result : EvidenceResult or None
     last_numerics : NumericalRecord or None
     timings : dict
 
@@ -146,6 +122,18 @@ class LinearisedLaplace(HyperparameterAccessMixin, PosteriorMixin):
     >>> post.samples.shape
     torch.Size([1, 100, 1, 8, 8])
     """
+
+    model = _backend_attribute("model", ":class:`~.gp.LinearisedGP` of the backend.")
+    mll = _backend_attribute("mll", "The GP's MLL: exact (\"linearised\") or MacKay's (\"fit\"), per datum.")
+    subspace = _backend_attribute("subspace", "``JacobianSubspace`` of the subspace path, else None.")
+    jac = _backend_attribute("jac", "``J`` in the backend's coordinates (``W = Qᵀ J`` on the subspace path).")
+    kernel_op = _backend_attribute("op", "The forward model in the backend's coordinates (``op`` or ``H``).")
+    y = _backend_attribute("y", "``(1, m)`` float64 data in the backend's coordinates.")
+    m = _backend_attribute("m", "Number of data rows in the backend's coordinates.")
+    x_star = _backend_attribute("x_star", "``x* (n,)`` float64 in the backend's coordinates.")
+    prior_mean = _backend_attribute("prior_mean", "``m₀ (n,)``: ``x*`` (\"fit\") or ``x* - J θ*``.")
+    target = _backend_attribute("target", "``t = y - A m₀ (m,)`` (\"linearised\") or None (\"fit\").")
+    kernel = _backend_attribute("kernel", "``ExactKernel`` (exact and subspace paths) or None.")
 
     def __init__(self, fit: DIPFit, op: LinearOperator, noise_std: float | None = None,
                  config: LaplaceConfig | None = None, progress: bool = True):
@@ -180,39 +168,25 @@ class LinearisedLaplace(HyperparameterAccessMixin, PosteriorMixin):
         self.groups = linearised_groups(fit.network, cfg.include_1x1)
         self.prior = MaternFilterPrior(self.groups)
         self.timings: dict[str, float] = {}
-        self._choose_path(fit, op)
+        self.path_estimates, self.memory_budget, self.path = plan_path(fit, op, self.prior, cfg)
+        backend_cls = BACKENDS[self.path]
         t0 = time.perf_counter()
-        self.jac = NetworkJacobian(fit.network, fit.input, self.groups, dense=self.path == "exact",
-                                   chunk_size=cfg.jacobian_chunk, progress=progress)
+        jac = NetworkJacobian(fit.network, fit.input, self.groups, dense=backend_cls.dense_jacobian,
+                              chunk_size=cfg.jacobian_chunk, progress=progress)
         self.timings["jacobian"] = time.perf_counter() - t0
-        f64, dev = torch.float64, self.jac.theta.device
-        y = fit.y.to(f64) if not fit.y.is_complex() else fit.y.to(torch.complex128)
-        y_rows = torch.cat([y.real, y.imag], 1) if y.is_complex() else y
-        self.y = y_rows.reshape(1, -1).to(dev)
-        self.m = self.y.shape[1]
-        self.kernel_op, self.subspace = op, None
+        y = fit.y.to(torch.float64) if not fit.y.is_complex() else fit.y.to(torch.complex128)
+        y_rows = (torch.cat([y.real, y.imag], 1) if y.is_complex() else y).reshape(1, -1).to(jac.theta.device)
         if cfg.g_prior:
             t0 = time.perf_counter()
-            self.jac.set_column_scale(self._g_prior_scale())
+            jac.set_column_scale(g_prior_column_scale(jac, lambda u: adjoint_rows(op, u), y_rows.shape[1],
+                                                      cfg.g_prior_probes, cfg.probe_seed))
             self.timings["g_prior"] = time.perf_counter() - t0
-        if self.path == "subspace":
-            self._project()
-        self.x_star = self.jac.output.detach().to(f64)                   # (N,); 0 in subspace coordinates
-        self.residual = (self.y - forward_rows(self.kernel_op, self.x_star[None])).reshape(-1)
-        theta_lin = self.jac.linear_theta                                   # θ* in J's coordinates
-        self.grams = self.prior.filter_grams(theta_lin)
-        self.prior_mean, self.target = self.x_star, None
-        if cfg.expansion == "linearised":
-            j_theta = self.jac.jvp(theta_lin[None]).to(f64)               # (1, N)
-            self.prior_mean = self.x_star - j_theta.reshape(-1)
-            self.offset_target = self.residual + forward_rows(self.kernel_op, j_theta).reshape(-1)
-            self.target = self.offset_target
-        self.kernel = None
-        if self.path != "scalable":
-            t0 = time.perf_counter()
-            self.kernel = ExactKernel(self.jac, self.prior, self.kernel_op, progress=progress)
-            self.timings["kernel_pieces"] = time.perf_counter() - t0
-        self._build_model(noise_std)
+        self._initial = self.prior.initial_hyperparameters(jac.linear_theta, cfg.init_lengthscale,
+                                                           cfg.init_variance, cfg.min_log_variance)
+        self.backend: LinearModelBackend = backend_cls(jac, self.prior, op, y_rows, cfg,
+                                                       (self._initial[0], self._initial[1].log()),
+                                                       self.timings, progress)
+        self._build_hyperparameters(noise_std)
         self._predcp: TVPredCP | None = None
         self.evidence_trace: np.ndarray | None = None
         self.evidence_result: EvidenceResult | None = None
@@ -220,96 +194,62 @@ class LinearisedLaplace(HyperparameterAccessMixin, PosteriorMixin):
         self.predcp_scale = 0.0
 
     # ------------------------------------------------------------ setup
-    def _choose_path(self, fit, op):
-        cfg = self.config
-        n, p, m = fit.x.numel(), sum(g.size for g in self.groups), op.range_size
-        m = 2 * m if op.complex_range else m
-        act, fwd = network_cost(fit.network, fit.input)
-        sizes = [(g.size, len(c[0])) for g, c in zip(self.groups, self.prior.classes)]
-        self.path_estimates = estimate_paths(n, p, m, sizes, act, fwd, fit.x.element_size(), cfg)
-        self.memory_budget = float(cfg.memory_budget) if cfg.memory_budget is not None else default_budget()
-        self.path = choose_path(cfg.path, self.path_estimates, self.memory_budget,
-                                exact_allowed=n * p <= cfg.max_dense_entries)
-
-    def _g_prior_scale(self) -> torch.Tensor:
-        """``s_i = (d_i / mean_b d)^{-1/2}``, ``d_i ≈ ‖(A J)_{:, i}‖²`` from seeded Gaussian probes."""
-        dev = self.jac.theta.device
-        gen = torch.Generator(device=dev).manual_seed(self.config.probe_seed)
-        d = torch.zeros(self.jac.num_params, dtype=torch.float64, device=dev)
-        k = self.config.g_prior_probes
-        for start in range(0, k, self.config.jacobian_chunk):
-            u = torch.randn(min(self.config.jacobian_chunk, k - start), self.m, generator=gen,
-                            dtype=torch.float64, device=dev)
-            d += self.jac.vjp(adjoint_rows(self.kernel_op, u.to(self.jac.dtype))).to(torch.float64).pow(2).sum(0)
-        d = d / k
-        scale = torch.empty_like(d)
-        for g in self.groups:
-            db = d[g.slice]
-            # Dead weights (zero sensitivity) keep scale 1 instead of an infinite prior.
-            scale[g.slice] = (db.clamp_min(1e-12 * float(db.mean()) + 1e-300) / db.mean()).rsqrt()
-        return scale
-
     def _initial_hyperparameters(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(log ℓ (L,), σ² (G,))`` from the config (σ² default: the block's mean squared weight)."""
-        cfg, f64, dev = self.config, torch.float64, self.jac.theta.device
-        log_ls = torch.full((len(self.prior.matern_groups),), math.log(cfg.init_lengthscale), dtype=f64,
-                            device=dev)
-        if cfg.init_variance is not None:
-            var = torch.full((len(self.groups),), float(cfg.init_variance), dtype=f64, device=dev)
-        else:
-            theta = self.jac.linear_theta.to(f64)
-            var = torch.stack([theta[g.slice].pow(2).mean() for g in self.groups])
-        var = var.clamp_min(1e-12)
-        if cfg.min_log_variance is not None:
-            # Start (and build the subspace sketch) on the floor's side the fit will keep.
-            var = var.clamp_min(math.exp(cfg.min_log_variance))
-        return log_ls, var
+        """``(log ℓ (L,), σ² (G,))`` the fit starts from (:meth:`.MaternFilterPrior.initial_hyperparameters`)."""
+        return self._initial[0].clone(), self._initial[1].clone()
 
-    def _project(self):
-        """Swap in the reduced problem of the ``subspace`` path (see :mod:`.subspace`)."""
-        cfg = self.config
-        t0 = time.perf_counter()
-        log_ls, var = self._initial_hyperparameters()
-        full_y = self.y
-        self.subspace = jacobian_subspace(self.jac, self.prior, self.op, full_y, log_ls, var.log(),
-                                          cfg.subspace_rank, power_iterations=cfg.subspace_power_iterations,
-                                          test_probes=cfg.subspace_test_probes,
-                                          tolerance=cfg.subspace_tolerance, seed=cfg.probe_seed,
-                                          progress=self.progress)
-        self.timings["subspace"] = time.perf_counter() - t0
-        sub = self.subspace
-        self.jac, self.kernel_op = sub.jacobian, sub.operator
-        self.y = sub.reduced_data.reshape(1, -1)
-        self.m = self.y.shape[1]
-        # Noise initialised (when σ is unknown) from the whole residual, not its projection.
-        self._full_residual_mean_sq = (float(sub.reduced_data.pow(2).sum()) + sub.outside_sq) / full_y.shape[1]
-        self._full_y_mean_sq = float(full_y.pow(2).mean())
-
-    def _build_model(self, noise_std):
-        cfg, dev = self.config, self.jac.theta.device
+    def _build_hyperparameters(self, noise_std):
+        cfg, b = self.config, self.backend
         log_ls, var = self._initial_hyperparameters()
         self.hyper = LinearisedHyperparameters(log_ls, var, min_log_variance=cfg.min_log_variance)
         if self.fixed_noise:
             nv = noise_std**2
-        elif self.subspace is not None:
-            nv = max(self._full_residual_mean_sq, 1e-6 * self._full_y_mean_sq, 1e-30)
         else:
-            nv = max(float(self.residual.pow(2).mean()), 1e-6 * float(self.y.pow(2).mean()), 1e-30)
+            nv = max(b.residual_mean_square, 1e-6 * b.data_mean_square, 1e-30)
         self.likelihood = LinearisedGaussianLikelihood(nv, fixed=self.fixed_noise,
                                                        preconditioner_rank=cfg.preconditioner_rank,
-                                                       seed=cfg.probe_seed, device=dev)
-        mean = forward_rows(self.kernel_op, self.prior_mean[None]).reshape(-1)
-        self.model = LinearisedGP(self.hyper, mean, self.kernel, self.jac, self.prior, self.kernel_op, self.grams)
-        mll_cls = ExactMarginalLogLikelihood if cfg.expansion == "linearised" else MacKayMarginalLogLikelihood
-        self.mll = mll_cls(self.likelihood, self.model)
-        outside = (self.subspace.outside_sq, self.subspace.outside_count) if self.subspace else (0.0, 0)
-        self._evidence_module = _Evidence(self.mll, self.y.reshape(-1), cfg.expansion, outside)
+                                                       seed=cfg.probe_seed, device=b.y.device)
+        b.bind(self.hyper, self.likelihood)
+
+    # --------------------------------------------------- hyperparameters
+    @property
+    def block_names(self) -> list[str]:
+        """Names of the prior groups (``"inc"``, ``"down_0"``, ..., ``"skip_0:1x1"``)."""
+        return self.prior.names
+
+    @property
+    def log_lengthscale(self) -> torch.Tensor:
+        return self.hyper.log_lengthscale.detach().clone()
+
+    @property
+    def log_variance(self) -> torch.Tensor:
+        return self.hyper.log_variance.detach().clone()
+
+    @property
+    def log_noise_variance(self) -> torch.Tensor:
+        return self.likelihood.log_noise_variance.detach().clone()
+
+    @property
+    def lengthscale_constraint(self):
+        """The registered ``gpytorch.constraints.Interval`` on ``log ℓ``."""
+        return self.hyper.raw_log_lengthscale_constraint
+
+    @property
+    def raw_lengthscale(self) -> torch.Tensor:
+        """Unconstrained lengthscales ``(L,)``: ``log_lengthscale = lengthscale_constraint.transform(raw)``."""
+        return self.hyper.raw_log_lengthscale.detach().clone()
 
     @property
     def hyperparameters(self) -> dict:
-        """As :attr:`HyperparameterAccessMixin.hyperparameters`; with a variance floor also
-        ``min_log_variance`` and ``floored_blocks`` (names of the blocks on the floor)."""
-        out = super().hyperparameters
+        """Current ``lengthscale/<block>``, ``variance/<block>`` and ``noise_std`` as floats; with a
+        variance floor also ``min_log_variance`` and ``floored_blocks`` (the blocks on the floor)."""
+        out = {}
+        log_ls, log_var = self.log_lengthscale, self.log_variance
+        for j, gi in enumerate(self.prior.matern_groups):
+            out[f"lengthscale/{self.groups[gi].name}"] = float(log_ls[j].exp())
+        for gi, g in enumerate(self.groups):
+            out[f"variance/{g.name}"] = float(log_var[gi].exp())
+        out["noise_std"] = float(self.log_noise_variance.exp().sqrt())
         if self.config.min_log_variance is not None:
             out["min_log_variance"] = float(self.config.min_log_variance)
             out["floored_blocks"] = self.floored_blocks
@@ -320,37 +260,43 @@ class LinearisedLaplace(HyperparameterAccessMixin, PosteriorMixin):
         """Names of the blocks whose ``log σ_b²`` is on ``config.min_log_variance`` (empty without one)."""
         return [g.name for g, f in zip(self.groups, self.hyper.floored().tolist()) if f]
 
+    def set_hyperparameters(self, lengthscale: dict | None = None, variance: dict | None = None,
+                            noise_std: float | None = None) -> None:
+        """Set hyperparameters by block name.
+
+        ``ValueError`` for an unknown block, a non-positive value or a
+        lengthscale outside ``exp(LOG_LENGTHSCALE_BOUNDS)`` (naming it).
+        """
+        log_ls, log_var = self.log_lengthscale, self.log_variance
+        for name, v in (lengthscale or {}).items():
+            gi = self.prior.check_block(name)
+            if gi not in self.prior.matern_groups:
+                raise ValueError(f"block {name!r} is a 1x1 group and has no lengthscale")
+            v = check_positive(f"lengthscale[{name!r}]", v)
+            check_lengthscale(f"lengthscale[{name!r}]", v)
+            log_ls[self.prior.matern_groups.index(gi)] = math.log(v)
+        for name, v in (variance or {}).items():
+            log_var[self.prior.check_block(name)] = math.log(check_positive(f"variance[{name!r}]", v))
+        self.hyper.set(log_ls, log_var)
+        if noise_std is not None:
+            self.likelihood.noise = torch.tensor(check_positive("noise_std", noise_std)**2, dtype=torch.float64,
+                                                 device=self.y.device)
+
+    def set_prior(self, prior: "gpytorch.priors.Prior | None", closure=predcp_closure,
+                  name: str = "hyper_prior") -> None:
+        """Register (or with None drop) a prior on the hyperparameter module.
+
+        ``closure(hyper)`` gives the prior's argument (default ``cat([log ℓ, log σ²])``,
+        what :class:`~.gp.TVPredCPPrior` expects). Registered priors enter
+        :meth:`optimisation_objective` (so L-BFGS) and the EM lengthscale steps.
+        """
+        if name in self.hyper._priors:
+            del self.hyper._priors[name]
+            delattr(self.hyper, name)
+        if prior is not None:
+            self.hyper.register_prior(name, prior, closure)
+
     # ----------------------------------------------------------- evidence
-    def _settings(self):
-        """GPyTorch settings of the matrix-free path (CG, SLQ, probes, preconditioner)."""
-        cfg, s = self.config, gpytorch.settings
-        return [s.max_cholesky_size(0), s.cg_tolerance(cfg.cg_tolerance),
-                s.max_cg_iterations(cfg.max_cg_iterations), s.num_trace_samples(cfg.num_probes),
-                s.max_lanczos_quadrature_iterations(cfg.lanczos_iterations),
-                s.max_preconditioner_size(cfg.preconditioner_rank)]
-
-    def _run(self, fn):
-        """``fn()`` with fixed SLQ probes (common random numbers) and the config's settings."""
-        dev = self.y.device
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(self.config.probe_seed)
-            ctx = self._settings()
-            for c in ctx:
-                c.__enter__()
-            try:
-                return fn()
-            finally:
-                for c in reversed(ctx):
-                    c.__exit__(None, None, None)
-
-    def _functional(self, kind: str, raw_ls=None, log_var=None, log_nv=None):
-        """``_Evidence(kind)`` at the given raw parameters (None: the module's own)."""
-        if raw_ls is None:
-            return self._evidence_module(kind)
-        params = {"mll.model.hyper.raw_log_lengthscale": raw_ls, "mll.model.hyper.raw_variance": log_var,
-                  "mll.likelihood.noise_covar.raw_noise": log_nv.reshape(1)}
-        return torch.func.functional_call(self._evidence_module, params, (kind,), strict=False)
-
     def log_evidence(self) -> float:
         """Log evidence at the current hyperparameters (see the module docstring).
 
@@ -359,43 +305,53 @@ class LinearisedLaplace(HyperparameterAccessMixin, PosteriorMixin):
         record = NumericalRecord(evaluations=1)
         self.last_numerics = record
         with torch.no_grad(), recording_warnings(record):
-            return float(self._run(lambda: self._functional("evidence")))
+            return float(self.backend.evaluate(part="evidence"))
 
     def predcp(self) -> TVPredCP:
         """The TV-PredCP with fixed probes (built on first use)."""
         if self._predcp is None:
-            basis = None if self.subspace is None else self.subspace.basis
             self._predcp = TVPredCP(self.jac, self.prior, tuple(self.fit.x.shape[1:]),
-                                    self.config.predcp_samples, self.config.predcp_seed, basis=basis,
-                                    normalisation=self.config.predcp_normalisation)
+                                    self.config.predcp_samples, self.config.predcp_seed,
+                                    basis=self.backend.image_basis, normalisation=self.config.predcp_normalisation)
         return self._predcp
 
     def predcp_prior(self, scale: float) -> TVPredCPPrior:
         """The TV-PredCP with rate ``scale`` as a GPyTorch prior (pass it to :meth:`set_prior`)."""
         return TVPredCPPrior(self.predcp(), len(self.prior.matern_groups), scale)
 
-    def objective(self, log_ls, log_var, log_nv, predcp_scale: float = 0.0,
-                  record: NumericalRecord | None = None) -> torch.Tensor:
-        """Log evidence plus (if ``predcp_scale > 0``) the TV-PredCP log prior; differentiable.
+    def _priors(self, predcp_scale: float | None):
+        """None (the registered priors) or the explicit ``[(prior, closure)]`` of a TV-PredCP rate."""
+        if predcp_scale is None:
+            return None
+        predcp_scale = check_positive("predcp_scale", predcp_scale, allow_zero=True)
+        return [(self.predcp_prior(predcp_scale), predcp_closure)] if predcp_scale > 0 else []
 
-        ``log_ls (L,)``, ``log_var (G,)``, ``log_nv`` 0-d, float64 (registered
-        priors are not included). ``record`` is accepted for compatibility (jitter is
-        recorded by the caller's :func:`recording_warnings`).
+    def optimisation_objective(self, raw_ls, log_var, log_nv, predcp_scale: float | None = None,
+                               record: NumericalRecord | None = None) -> torch.Tensor:
+        """Log evidence plus log priors (0-d, differentiable): exactly what L-BFGS maximises.
+
+        ``raw_ls (L,)`` raw lengthscales (``log ℓ = lengthscale_constraint.transform(raw_ls)``),
+        ``log_var (G,)`` (used as ``max(log σ_b², config.min_log_variance)``), ``log_nv``
+        0-d or ``(1,)``, float64. ``predcp_scale``: None (as L-BFGS) the priors registered
+        with :meth:`set_prior`; 0 none; ``κ > 0`` the TV-PredCP with rate ``κ`` instead.
+        ``record`` is accepted for compatibility (the caller's :func:`~.linalg.recording_warnings`
+        records jitter and CG).
+        """
+        return self.backend.evaluate((raw_ls, log_var, log_nv), "all", self._priors(predcp_scale))
+
+    def objective(self, log_ls, log_var, log_nv, predcp_scale: float | None = None,
+                  record: NumericalRecord | None = None) -> torch.Tensor:
+        """:meth:`optimisation_objective` at ``raw_ls = lengthscale_constraint.inverse_transform(log_ls)``.
+
+        ``log_ls (L,)``, ``log_var (G,)``, ``log_nv`` 0-d, float64.
         """
         raw = self.lengthscale_constraint.inverse_transform(log_ls)
-        value = self._run(lambda: self._functional("evidence", raw, log_var, log_nv))
-        if predcp_scale > 0:
-            value = value + self.predcp().log_prob(log_ls, log_var, predcp_scale)
-        return value
+        return self.optimisation_objective(raw, log_var, log_nv, predcp_scale, record)
 
-    def optimisation_objective(self, raw_ls, log_var, log_nv, predcp_scale: float = 0.0,
-                               record: NumericalRecord | None = None) -> torch.Tensor:
-        """:meth:`objective` at ``log ℓ = lengthscale_constraint.transform(raw_ls)``."""
-        value = self._run(lambda: self._functional("evidence", raw_ls, log_var, log_nv))
-        if predcp_scale > 0:
-            value = value + self.predcp().log_prob(self.lengthscale_constraint.transform(raw_ls), log_var,
-                                                   predcp_scale)
-        return value
+    def log_prior(self, raw_ls, log_var, predcp_scale: float | None = None) -> torch.Tensor:
+        """The log-prior part of :meth:`optimisation_objective` (same arguments; 0-d)."""
+        raw = (raw_ls, log_var, self.likelihood.noise_covar.raw_noise)
+        return self.backend.evaluate(raw, "prior", self._priors(predcp_scale))
 
     def optimise_evidence(self, iterations: int | None = None, predcp_scale: float | None = None,
                           progress: bool | None = None, method: str | None = None) -> EvidenceResult:
@@ -407,35 +363,110 @@ class LinearisedLaplace(HyperparameterAccessMixin, PosteriorMixin):
         """
         return optimise_evidence(self, iterations, predcp_scale, progress, method)
 
+    # ---------------------------------------------------------- posterior
+    @property
+    def subspace_summary(self) -> dict | None:
+        """``{"rank", "missed_fraction"}`` of the subspace path (None on the other paths)."""
+        return self.backend.subspace_summary()
 
-def _check_config(cfg: LaplaceConfig) -> None:
-    check_choice("config.path", cfg.path, ("auto", "exact", "subspace", "scalable"))
-    check_choice("config.expansion", cfg.expansion, ("fit", "linearised"))
-    check_choice("config.hyperparameter_method", cfg.hyperparameter_method, ("auto", "lbfgs", "em"))
-    check_positive("config.init_lengthscale", cfg.init_lengthscale)
-    check_lengthscale("config.init_lengthscale", cfg.init_lengthscale)
-    if cfg.init_variance is not None:
-        check_positive("config.init_variance", cfg.init_variance)
-    if cfg.memory_budget is not None:
-        check_positive("config.memory_budget", cfg.memory_budget)
-    for name in ("max_cg_iterations", "lanczos_iterations", "em_iterations", "em_samples",
-                 "sample_batch_size", "g_prior_probes", "jacobian_chunk", "subspace_rank"):
-        check_int(f"config.{name}", getattr(cfg, name), minimum=1)
-    check_int("config.subspace_power_iterations", cfg.subspace_power_iterations, minimum=0)
-    check_int("config.subspace_test_probes", cfg.subspace_test_probes, minimum=0)
-    check_positive("config.subspace_tolerance", cfg.subspace_tolerance)
-    check_positive("config.em_tolerance", cfg.em_tolerance)
-    check_positive("config.em_lengthscale_step", cfg.em_lengthscale_step)
-    check_choice("config.predcp_normalisation", cfg.predcp_normalisation, ("sum", "mean"))
-    check_choice("config.adjoint_mismatch", cfg.adjoint_mismatch, ("raise", "warn"))
-    if cfg.min_log_variance is not None:
-        if isinstance(cfg.min_log_variance, bool) or not isinstance(cfg.min_log_variance, (int, float)):
-            raise TypeError(f"config.min_log_variance must be a float or None, got "
-                            f"{type(cfg.min_log_variance).__name__}")
-        if not math.isfinite(cfg.min_log_variance):
-            raise ValueError(f"config.min_log_variance must be finite (a log variance) or None, got "
-                             f"{cfg.min_log_variance}")
-    if cfg.lanczos_iterations > cfg.max_cg_iterations:
-        # linear_operator builds the Lanczos tridiagonal matrices from the CG iterations.
-        raise ValueError(f"config.lanczos_iterations must be <= config.max_cg_iterations = "
-                         f"{cfg.max_cg_iterations}, got {cfg.lanczos_iterations}")
+    def posterior_mean(self, record: NumericalRecord | None = None) -> torch.Tensor:
+        """Image posterior mean ``m₀ + K Aᵀ K_yy⁻¹ t`` ``(N,)`` float64.
+
+        ``x*`` for ``expansion="fit"``; for ``"linearised"`` the mean of the
+        linear model, by Cholesky (exact and subspace paths) or preconditioned CG
+        (scalable path; its outcome goes to ``record``, a short solve warns).
+        """
+        return self.backend.posterior_mean(record)
+
+    def posterior_covariance(self, record: NumericalRecord | None = None) -> torch.Tensor:
+        """Image posterior covariance ``K - K Aᵀ K_yy⁻¹ A K`` ``(N, N)`` float64 (exact and subspace paths).
+
+        The same for both expansions (on the subspace path ``Q C Qᵀ`` with ``C`` the
+        subspace posterior covariance); a Cholesky jitter is warned and added to
+        ``record`` if given. ``ValueError`` on the scalable path.
+        """
+        return self.backend.posterior_covariance(record)
+
+    def solve_kyy(self, rhs: torch.Tensor, record: NumericalRecord | None = None, x0=None,
+                  preconditioner=None) -> torch.Tensor:
+        """``K_yy⁻¹ R`` row-wise for ``R (k, m)`` float64: Cholesky (dense kernel) or preconditioned CG.
+
+        ``x0`` (a warm start) and ``preconditioner`` are used by CG only. CG short of
+        ``config.cg_tolerance`` warns ``CGConvergenceWarning`` and is added to ``record``.
+        """
+        return self.backend.solve_kyy(rhs, record, x0=x0, preconditioner=preconditioner)
+
+    def sample(self, num_samples: int, seed: int = 0, num_chains: int = 1,
+               progress: bool | None = None) -> Posterior:
+        """Posterior image draws: exact Cholesky (exact, subspace paths) or Matheron + CG (scalable path).
+
+        Parameters
+        ----------
+        num_samples : int
+            Total draws, divisible by ``num_chains``.
+        seed : int
+            Seeds a generator on the data's device.
+        num_chains : int
+            Independent draws are split into this many "chains" (for ArviZ).
+        progress : bool, optional
+            Bar over the Matheron batches (default: the constructor's setting).
+
+        Returns
+        -------
+        Posterior
+            ``method="linearised-dip"``, samples ``(chains, draws, C, H, W)`` in the
+            fit's dtype. ``extras``: ``log_evidence``, ``predcp_scale``,
+            ``path``, ``expansion``, ``map_estimate`` (the DIP output ``x*``),
+            ``subspace`` (``{"rank", "missed_fraction"}`` on the subspace path, else None),
+            ``solver_converged`` (every CG solve met its tolerance),
+            ``adjointness_error`` (the operator's, measured at construction) and
+            ``numerics`` (``{"evidence", "sampling"[, "optimisation"]}``).
+        """
+        check_int("num_samples", num_samples, minimum=1)
+        check_int("seed", seed, minimum=0)
+        check_int("num_chains", num_chains, minimum=1)
+        if num_samples % num_chains:
+            raise ValueError(f"num_samples={num_samples} must be divisible by num_chains={num_chains}")
+        progress = self.progress if progress is None else progress
+        gen = torch.Generator(device=self.y.device).manual_seed(seed)
+        record = NumericalRecord(evaluations=1)
+        with torch.no_grad(), recording_warnings(record):
+            flat = self.backend.draws(num_samples, gen, record, progress)
+        shape = tuple(self.fit.x.shape[1:])
+        samples = flat.to(self.fit.x.dtype).reshape(num_chains, num_samples // num_chains, *shape)
+        return self._posterior(samples, record, seed)
+
+    def posterior_moments(self, num_samples: int, seed: int = 0, progress: bool | None = None):
+        """Per-pixel posterior mean and std from ``num_samples`` draws, never storing them all.
+
+        Draws are made in batches of ``config.sample_batch_size`` and folded into
+        running moments. Returns ``(mean, std, record)``: two ``(C, H, W)`` tensors
+        in the fit's dtype and the :class:`NumericalRecord` of the draws.
+        """
+        check_int("num_samples", num_samples, minimum=2)
+        check_int("seed", seed, minimum=0)
+        progress = self.progress if progress is None else progress
+        gen = torch.Generator(device=self.y.device).manual_seed(seed)
+        record, moments = NumericalRecord(evaluations=1), RunningMoments()
+        with torch.no_grad(), recording_warnings(record):
+            for batch in self.backend.draw_batches(num_samples, gen, record, progress):
+                moments.update(batch)
+        shape, dt = tuple(self.fit.x.shape[1:]), self.fit.x.dtype
+        return (moments.mean.reshape(shape).to(dt), moments.variance.sqrt().reshape(shape).to(dt), record)
+
+    def _posterior(self, samples, record, seed) -> Posterior:
+        log_ev = self.log_evidence()
+        trace = self.evidence_trace if self.evidence_trace is not None else np.array([log_ev])
+        numerics = {"evidence": self.last_numerics.to_dict(), "sampling": record.to_dict()}
+        if self.evidence_result is not None:
+            numerics["optimisation"] = self.evidence_result.numerics.to_dict()
+        nv = self.log_noise_variance.exp()
+        return Posterior(samples, method="linearised-dip", operator=self.op,
+                         noise_std=float(nv.sqrt()), seed=seed, evidence_trace=trace,
+                         hyperparameters=self.hyperparameters, log_evidence=log_ev,
+                         predcp_scale=self.predcp_scale, path=self.path,
+                         expansion=self.config.expansion, g_prior=self.config.g_prior,
+                         map_estimate=self.fit.x.detach().clone(),
+                         solver_converged=all(v["converged"] for v in numerics.values()),
+                         numerics=numerics, subspace=self.subspace_summary,
+                         adjointness_error=self.adjointness_error)

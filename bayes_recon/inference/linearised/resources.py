@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PathEstimate", "available_memory", "network_cost", "estimate_paths", "choose_path"]
+__all__ = ["PathEstimate", "available_memory", "network_cost", "estimate_paths", "choose_path", "plan_path"]
 
 FLOPS = 5e9             # sustained float64 GEMM rate assumed for one CPU core
 DEFAULT_MEMORY_FRACTION = 0.5
@@ -148,6 +148,22 @@ def choose_path(requested: str, estimates: dict[str, PathEstimate], budget: floa
                          f"{need.bytes / 2**30:.3g} GiB: raise config.memory_budget or reduce "
                          "config.jacobian_chunk / config.sample_batch_size")
     return min(fits.values(), key=lambda e: e.seconds).path
+
+
+def plan_path(fit, op, prior, config) -> tuple[dict[str, PathEstimate], float, str]:
+    """``(estimates, budget, path)`` for a DIP fit, its operator and filter prior under ``config``.
+
+    ``config.memory_budget`` bytes (None: :func:`default_budget`); exact also needs
+    ``N · P <= config.max_dense_entries``.
+    """
+    n, p, m = fit.x.numel(), sum(g.size for g in prior.groups), op.range_size
+    m = 2 * m if op.complex_range else m
+    act, fwd = network_cost(fit.network, fit.input)
+    sizes = [(g.size, len(c[0])) for g, c in zip(prior.groups, prior.classes)]
+    estimates = estimate_paths(n, p, m, sizes, act, fwd, fit.x.element_size(), config)
+    budget = float(config.memory_budget) if config.memory_budget is not None else default_budget()
+    path = choose_path(config.path, estimates, budget, exact_allowed=n * p <= config.max_dense_entries)
+    return estimates, budget, path
 
 
 def default_budget() -> float:

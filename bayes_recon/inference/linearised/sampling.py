@@ -23,7 +23,7 @@ from .evidence import adjoint_rows, forward_rows
 from .linalg import robust_cholesky
 
 __all__ = ["exact_posterior_covariance", "exact_posterior_mean", "exact_samples", "posterior_cholesky",
-           "matheron_samples", "matheron_batches", "kyy_matvec", "RunningMoments"]
+           "matheron_batches", "kyy_matvec", "RunningMoments"]
 
 
 def _kyy_cholesky(data_kernel, noise_variance, record):
@@ -147,11 +147,6 @@ def matheron_batches(prior_mean, jac, prior, op, log_lengthscale, log_variance, 
             yield prior_mean.reshape(1, -1).to(torch.float64) + x0 - corr
     finally:
         bar.close()
-
-
-def matheron_samples(*args, **kwargs) -> torch.Tensor:
-    """``(S, N)`` pathwise posterior draws: :func:`matheron_batches` concatenated (same arguments)."""
-    return torch.cat(list(matheron_batches(*args, **kwargs)))
 
 
 class RunningMoments:

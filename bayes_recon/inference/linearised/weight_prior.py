@@ -15,6 +15,8 @@ group, in the order of the groups.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .jacobian import ParameterGroup
@@ -71,6 +73,26 @@ class MaternFilterPrior:
             if g.name == name:
                 return i
         raise ValueError(f"unknown prior block {name!r}; expected one of {self.names}")
+
+    def initial_hyperparameters(self, theta: torch.Tensor, lengthscale: float, variance: float | None = None,
+                                min_log_variance: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Starting ``(log ℓ (L,), σ² (G,))`` float64 on ``theta``'s device.
+
+        ``ℓ_b = lengthscale``; ``σ_b² = variance``, or (None) the mean squared weight of
+        block ``b`` in the flat weights ``theta (P,)``; at least 1e-12 and ``exp(min_log_variance)``.
+        """
+        f64, dev = torch.float64, theta.device
+        log_ls = torch.full((len(self.matern_groups),), math.log(lengthscale), dtype=f64, device=dev)
+        if variance is not None:
+            var = torch.full((len(self.groups),), float(variance), dtype=f64, device=dev)
+        else:
+            theta = theta.to(f64)
+            var = torch.stack([theta[g.slice].pow(2).mean() for g in self.groups])
+        var = var.clamp_min(1e-12)
+        if min_log_variance is not None:
+            # Start (and build the subspace sketch) on the floor's side the fit will keep.
+            var = var.clamp_min(math.exp(min_log_variance))
+        return log_ls, var
 
     # --------------------------------------------------------------- pieces
     def class_weights(self, gi: int, log_lengthscale: torch.Tensor,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..._validation import check_int, check_positive
-from ...operators.base import LinearOperator
-from ..dip import DIPFit
-from ...posterior import Posterior
-from .evidence import forward_rows
+from .._validation import check_int, check_positive
+from ..operators.base import LinearOperator
+from .dip import DIPFit
+from ..posterior import Posterior
+from .linearised.evidence import forward_rows
 
 __all__ = ["mc_dropout_posterior", "fixed_noise_posterior"]
 

@@ -12,7 +12,7 @@ from ...models.unet import UNetConfig
 from ...operators.base import LinearOperator
 from ...operators.classical import rough_noise_std
 from ...operators.holdout import HOLDOUT_SCHEMES, split_measurements
-from ..bootstrap_scale import BootstrapScale, bootstrap_std_scale, scale_spread
+from ..bootstrap_scale import BootstrapScale, bootstrap_std_scale
 from ..dip import DIPFit, fit_dip, load_dip_init
 from ...posterior import Posterior
 from .config import EvidenceResult, LaplaceConfig
@@ -58,7 +58,9 @@ class LinearisedDIPConfig:
         more DIP fit and Laplace. Chosen on training images (docs/scaling.md,
         "An image-space discrepancy").
         "bootstrap" multiplies the posterior spread by
-        ``max(bootstrap_min_scale, c)``, with ``c`` the factor
+        ``max(bootstrap_min_scale, c)`` (by scaling the prior's block variances and the
+        noise variance by its square, so ``laplace.hyperparameters`` and the evidence
+        describe the returned posterior), with ``c`` the factor
         :func:`~bayes_recon.inference.bootstrap_scale.bootstrap_std_scale`
         finds from ``bootstrap_fits`` DIP refits on measurements simulated
         from the DIP's own reconstruction (no ground truth), matched at
@@ -242,7 +244,16 @@ def linearised_dip(y: torch.Tensor, op: LinearOperator, noise_std: float | None 
         sigma = noise_std if noise_std is not None else la.hyperparameters["noise_std"]
         boot = bootstrap_std_scale(refit, op, fit.x, posterior.std, sigma, fits=cfg.bootstrap_fits,
                                    level=cfg.calibration_level, seed=seed, progress=progress)
-        posterior = scale_spread(posterior, max(cfg.bootstrap_min_scale, boot.scale))
+        c = max(cfg.bootstrap_min_scale, boot.scale)
+        # Prior and noise variances both × c²: the linear-Gaussian posterior's covariance is
+        # then exactly c² times the old one with the same mean, and the Laplace's stored
+        # hyperparameters and evidence describe the posterior returned.
+        hyper = la.hyperparameters
+        la.set_hyperparameters(variance={name.split("/", 1)[1]: v * c**2 for name, v in hyper.items()
+                                         if name.startswith("variance/")},
+                               noise_std=hyper["noise_std"] * c)
+        posterior = la.sample(cfg.num_samples, seed=seed)
+        posterior.extras["std_scale"] = c
     timings["calibration"] = boot.seconds if boot is not None else disc.seconds if disc is not None else 0.0
     return LinearisedDIPResult(posterior=posterior, fit=fit, laplace=la, evidence=evidence,
                                timings=timings, bootstrap=boot, discrepancy=disc)

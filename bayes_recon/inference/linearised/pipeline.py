@@ -234,6 +234,7 @@ def linearised_dip(y: torch.Tensor, op: LinearOperator, noise_std: float | None 
         fold.optimise_evidence(cfg.evidence_iterations, predcp_scale=cfg.predcp_scale, progress=progress)
         disc = fit_discrepancy(DiscrepancyModel(fold), split.held_op, split.held_measurement(y))
         disc.seconds = time.perf_counter() - t0
+        del fold, fold_fit  # the fold's Jacobian basis is as large as the full fit's: free it first
         posterior = DiscrepancyModel(la).posterior(disc.std, cfg.num_samples, seed=seed, base=posterior, fit=disc)
     elif cfg.calibration == "bootstrap":
         def refit(y_k, k):

@@ -170,3 +170,36 @@ def test_pipeline_rejects_bad_heldout_settings(field, value, match):
     with pytest.raises(ValueError, match=match):
         linearised_dip(torch.zeros(1, *op.range_shape), op, 0.1, LinearisedDIPConfig(**{field: value}),
                        progress=False)
+
+
+def test_pipeline_heldout_fold_keeps_the_full_fits_path(monkeypatch):
+    """The fold's Laplace is built with the full fit's path and memory budget (not re-chosen)."""
+    import bayes_recon.inference.linearised.pipeline as pipeline
+
+    seen = []
+    real = pipeline.LinearisedLaplace
+
+    def recording(fit, op, noise_std=None, config=None, progress=True):
+        la = real(fit, op, noise_std=noise_std, config=config, progress=progress)
+        seen.append((config.path, config.memory_budget, la.path, la.memory_budget))
+        return la
+
+    monkeypatch.setattr(pipeline, "LinearisedLaplace", recording)
+    x = torch.nn.functional.interpolate(digits("train", 28)[2:3], size=12, mode="bilinear")
+    op = ParallelBeamCT(12, 8)
+    meas = simulate(op, x, 0.05, seed=2)
+    cfg = LinearisedDIPConfig(iterations=20, num_samples=50, evidence_iterations=5, network=SMALL,
+                              laplace=LaplaceConfig(path="subspace", subspace_rank=64))
+    pipeline.linearised_dip(meas.y, op, meas.noise_std, cfg, progress=False)
+    (full_req, _, full_path, full_budget), (fold_req, fold_budget_req, fold_path, _) = seen
+    assert full_req == "subspace" and full_path == "subspace"
+    assert fold_req == fold_path == full_path and fold_budget_req == full_budget
+
+
+def test_pipeline_heldout_refuses_the_scalable_path():
+    x = torch.nn.functional.interpolate(digits("train", 28)[2:3], size=12, mode="bilinear")
+    op = ParallelBeamCT(12, 8)
+    meas = simulate(op, x, 0.05, seed=2)
+    cfg = LinearisedDIPConfig(iterations=5, network=SMALL, laplace=LaplaceConfig(path="scalable"))
+    with pytest.raises(ValueError, match="calibration='heldout' needs the exact or subspace path"):
+        linearised_dip(meas.y, op, meas.noise_std, cfg, progress=False)

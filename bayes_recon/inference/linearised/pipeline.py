@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -216,6 +217,10 @@ def linearised_dip(y: torch.Tensor, op: LinearOperator, noise_std: float | None 
                   network_config=net_cfg, progress=progress, truth=truth)
     timings["dip"] = time.perf_counter() - t0
     la = LinearisedLaplace(fit, op, noise_std=noise_std, config=cfg.laplace, progress=progress)
+    if cfg.calibration == "heldout" and la.path == "scalable":
+        raise ValueError("config.calibration='heldout' needs the exact or subspace path (a dense prior "
+                         "factor); the Laplace chose 'scalable' (raise config.laplace.memory_budget, "
+                         "set config.laplace.path='subspace', or use calibration='bootstrap')")
     timings.update(la.timings)
     evidence = la.optimise_evidence(cfg.evidence_iterations, predcp_scale=cfg.predcp_scale,
                                     progress=progress)
@@ -229,8 +234,10 @@ def linearised_dip(y: torch.Tensor, op: LinearOperator, noise_std: float | None 
         split = split_measurements(op, 0, cfg.heldout_folds, cfg.heldout_scheme, seed=seed)
         fold_fit = fit_dip(split.fit_measurement(y), split.fit_op, tv_weight, cfg.iterations, lr=cfg.lr,
                            input=cfg.input, seed=seed, init=init, network_config=net_cfg, progress=progress)
-        fold = LinearisedLaplace(fold_fit, split.fit_op, noise_std=noise_std, config=cfg.laplace,
-                                 progress=progress)
+        # The fold takes the full fit's path and budget: "auto" would re-decide from the memory
+        # free *now*, and the discrepancy needs a dense prior factor (exact or subspace).
+        fold_cfg = dataclasses.replace(cfg.laplace, path=la.path, memory_budget=la.memory_budget)
+        fold = LinearisedLaplace(fold_fit, split.fit_op, noise_std=noise_std, config=fold_cfg, progress=progress)
         fold.optimise_evidence(cfg.evidence_iterations, predcp_scale=cfg.predcp_scale, progress=progress)
         disc = fit_discrepancy(DiscrepancyModel(fold), split.held_op, split.held_measurement(y))
         disc.seconds = time.perf_counter() - t0

@@ -93,8 +93,6 @@ class DiscrepancyModel:
         ``F (N, k)`` float64 with ``F Fᵀ`` the Laplace's prior covariance.
     data_factor : torch.Tensor
         ``A F (m, k)``.
-    residual : torch.Tensor
-        ``y - A x* (m,)``.
     gram_diagonal : torch.Tensor
         ``diag(A Aᵀ) (m,)``.
     noise_variance : float
@@ -139,9 +137,6 @@ class DiscrepancyModel:
             dev = self.factor.device
             self.x_star = fit.x.detach().reshape(-1).to(device=dev, dtype=torch.float64)
             self.data_factor = self._project(self.op, self.factor)
-            y = fit.y.to(dev)
-            y = torch.cat([y.real, y.imag], 1) if y.is_complex() else y
-            self.residual = y.reshape(-1).to(torch.float64) - forward_rows(self.op, self.x_star[None]).reshape(-1)
             self.gram_diagonal = self.op.gram_diagonal(device=dev)
             self.noise_variance = float(laplace.log_noise_variance.exp())
 

@@ -15,7 +15,7 @@ import torch
 from bayes_recon.data import digits, simulate
 from bayes_recon.inference.dip import fit_dip
 from bayes_recon.inference.linearised import LaplaceConfig, LinearisedLaplace
-from bayes_recon.inference.linearised.discrepancy import DiscrepancyModel, fit_discrepancy
+from bayes_recon.inference.linearised.discrepancy import DiscrepancyModel, HeldoutEvidence, fit_discrepancy
 from bayes_recon.inference.linearised.pipeline import LinearisedDIPConfig, linearised_dip
 from bayes_recon.models.unet import UNetConfig
 from bayes_recon.operators import MRI, Blur, Identity, ParallelBeamCT
@@ -86,8 +86,8 @@ def test_heldout_log_prob_matches_multivariate_normal(fold_problem):
         post = cov - tau**2 * torch.eye(cov.shape[0], dtype=cov.dtype)    # δ enters the held data via D_h only
         pred = ah @ post @ ah.T + torch.diag(sigma2 + tau**2 * (ah * ah).sum(1))
         ref = torch.distributions.MultivariateNormal(ah @ x_star, covariance_matrix=pred).log_prob(y_h)
-        assert model.heldout_log_prob(held, split.held_measurement(meas.y), tau) == pytest.approx(float(ref),
-                                                                                                   abs=1e-6)
+        evidence = model.heldout_evidence(held, split.held_measurement(meas.y))
+        assert evidence.log_prob(tau) == pytest.approx(float(ref), abs=1e-6)
 
 
 def test_samples_have_the_model_moments(fold_problem):
@@ -105,12 +105,21 @@ def test_fit_discrepancy_maximises_the_conditional_evidence(fold_problem):
     la, split, meas = fold_problem
     model = DiscrepancyModel(la)
     y_h = split.held_measurement(meas.y)
-    res = fit_discrepancy(model, split.held_op, y_h)
+    evidence = model.heldout_evidence(split.held_op, y_h)
+    res = fit_discrepancy(evidence)
     grid = [0.0] + [math.exp(t) for t in torch.linspace(math.log(1e-4), 0.0, 41).tolist()]
-    best = max(model.heldout_log_prob(split.held_op, y_h, t) for t in grid)
+    best = max(evidence.log_prob(t) for t in grid)
     assert res.log_conditional_evidence >= best - 1e-3
-    assert res.log_conditional_evidence == pytest.approx(model.heldout_log_prob(split.held_op, y_h, res.std))
-    assert res.num_heldout == split.held_op.range_size
+    assert res.log_conditional_evidence == pytest.approx(evidence.log_prob(res.std))
+    assert res.num_heldout == split.held_op.range_size and res.num_folds == 1
+    # The interval's ends are where the evidence is χ²₁(0.95)/2 = 1.92 nats below its maximum.
+    lower, upper = res.interval
+    assert lower <= res.std <= upper
+    for end in (lower, upper):
+        if 0 < end < 10 * float(model.x_star.pow(2).mean().sqrt()):
+            assert evidence.log_prob(end) == pytest.approx(res.log_conditional_evidence - 1.9207, abs=0.02)
+    if lower == 0:
+        assert evidence.log_prob(0.0) >= res.log_conditional_evidence - 1.9207
 
 
 def test_fit_discrepancy_recovers_a_planted_discrepancy():
@@ -127,20 +136,44 @@ def test_fit_discrepancy_recovers_a_planted_discrepancy():
     tau0 = 0.1
     truth = model.sample(tau0, 1, gen).reshape(1, 1, 16, 16)        # a draw of x* + F w + δ
     y_held = split.held_op(truth.float()) + 0.05 * torch.randn(split.held_op.range_shape, generator=gen)
-    res = fit_discrepancy(model, split.held_op, y_held)
+    res = fit_discrepancy(model.heldout_evidence(split.held_op, y_held))
     assert res.std == pytest.approx(tau0, rel=0.25)
     assert res.log_conditional_evidence > res.log_conditional_evidence_without
+    assert res.interval[0] < tau0 < res.interval[1]
+
+
+def test_fit_discrepancy_sums_the_folds(fold_problem):
+    """Two folds: the fitted τ maximises the sum of their evidences, each fold's own maximiser is reported."""
+    la, split, meas = fold_problem
+    model = DiscrepancyModel(la)
+    e0 = model.heldout_evidence(split.held_op, split.held_measurement(meas.y))
+    # A second fold: the same held-out operator with a perturbed measurement (another noise draw).
+    gen = torch.Generator().manual_seed(5)
+    y1 = split.held_measurement(meas.y) + 0.5 * meas.noise_std * torch.randn(
+        split.held_measurement(meas.y).shape, generator=gen)
+    e1 = model.heldout_evidence(split.held_op, y1)
+    both = fit_discrepancy([e0, e1])
+    grid = [0.0] + [math.exp(t) for t in torch.linspace(math.log(1e-4), 0.0, 61).tolist()]
+    best = max(e0.log_prob(t) + e1.log_prob(t) for t in grid)
+    assert both.log_conditional_evidence >= best - 1e-3
+    assert both.log_conditional_evidence == pytest.approx(e0.log_prob(both.std) + e1.log_prob(both.std))
+    assert both.num_folds == 2 and both.num_heldout == 2 * e0.num_heldout
+    assert both.fold_std == [fit_discrepancy(e0).std, fit_discrepancy(e1).std]
+    with pytest.raises(TypeError, match="HeldoutEvidence"):
+        fit_discrepancy([])
+    with pytest.raises(TypeError, match="HeldoutEvidence"):
+        fit_discrepancy(model)
 
 
 def test_model_refuses_what_it_cannot_do(fold_problem):
     la, split, meas = fold_problem
     model = DiscrepancyModel(la)
     with pytest.raises(ValueError, match="y_held must have shape"):
-        model.heldout_log_prob(split.held_op, meas.y, 0.1)
+        model.heldout_evidence(split.held_op, meas.y)
     with pytest.raises(ValueError, match="std"):
         model.variance(-1.0)
     with pytest.raises(ValueError, match="bounds"):
-        fit_discrepancy(model, split.held_op, split.held_measurement(meas.y), bounds=(0.1, 0.01))
+        fit_discrepancy(model.heldout_evidence(split.held_op, split.held_measurement(meas.y)), bounds=(0.1, 0.01))
     lin = LinearisedLaplace(la.fit, la.op, noise_std=0.05, config=LaplaceConfig(path="exact", expansion="linearised"),
                             progress=False)
     with pytest.raises(ValueError, match="expansion must be 'fit'"):
@@ -164,7 +197,10 @@ def test_pipeline_heldout_posterior_is_the_discrepancy_model():
 
 
 @pytest.mark.parametrize("field,value,match", [("heldout_folds", 1, "config.heldout_folds"),
-                                               ("heldout_scheme", "diagonal", "config.heldout_scheme")])
+                                               ("heldout_scheme", "diagonal", "config.heldout_scheme"),
+                                               ("heldout_max_fits", 5, "config.heldout_max_fits"),
+                                               ("heldout_max_fits", 0, "config.heldout_max_fits"),
+                                               ("heldout_tolerance", -1.0, "config.heldout_tolerance")])
 def test_pipeline_rejects_bad_heldout_settings(field, value, match):
     op = ParallelBeamCT(12, 8)
     with pytest.raises(ValueError, match=match):
@@ -190,10 +226,35 @@ def test_pipeline_heldout_fold_keeps_the_full_fits_path(monkeypatch):
     meas = simulate(op, x, 0.05, seed=2)
     cfg = LinearisedDIPConfig(iterations=20, num_samples=50, evidence_iterations=5, network=SMALL,
                               laplace=LaplaceConfig(path="subspace", subspace_rank=64))
-    pipeline.linearised_dip(meas.y, op, meas.noise_std, cfg, progress=False)
-    (full_req, _, full_path, full_budget), (fold_req, fold_budget_req, fold_path, _) = seen
+    res = pipeline.linearised_dip(meas.y, op, meas.noise_std, cfg, progress=False)
+    (full_req, _, full_path, full_budget), *folds = seen
     assert full_req == "subspace" and full_path == "subspace"
-    assert fold_req == fold_path == full_path and fold_budget_req == full_budget
+    assert len(folds) == res.discrepancy.num_folds >= 1
+    for fold_req, fold_budget_req, fold_path, _ in folds:
+        assert fold_req == fold_path == full_path and fold_budget_req == full_budget
+
+
+@pytest.mark.parametrize("tolerance,max_fits", [(math.inf, None), (0.0, 3), (0.5, None)])
+def test_pipeline_fits_folds_until_tau_is_determined(tolerance, max_fits):
+    """``heldout_tolerance``: inf → one fold; 0 → every allowed fold; otherwise the stop rule holds."""
+    x = torch.nn.functional.interpolate(digits("train", 28)[3:4], size=12, mode="bilinear")
+    op = ParallelBeamCT(12, 8)
+    meas = simulate(op, x, 0.05, seed=3)
+    cfg = LinearisedDIPConfig(iterations=30, num_samples=200, evidence_iterations=10, network=SMALL,
+                              laplace=LaplaceConfig(path="exact"), heldout_tolerance=tolerance,
+                              heldout_max_fits=max_fits)
+    res = linearised_dip(meas.y, op, meas.noise_std, cfg, seed=3, progress=False)
+    disc = res.discrepancy
+    lower, upper = disc.interval
+    variance = float(res.laplace.sample(200, seed=3).std.double().pow(2).mean())
+    determined = upper**2 - lower**2 <= tolerance * (variance + disc.std**2)
+    if tolerance == math.inf:
+        assert disc.num_folds == 1
+    elif tolerance == 0.0:
+        assert disc.num_folds == 3 and len(disc.fold_std) == 3
+    else:
+        assert disc.num_folds == cfg.heldout_folds or determined
+    assert res.posterior.extras["discrepancy"]["num_folds"] == disc.num_folds
 
 
 def test_pipeline_heldout_refuses_the_scalable_path():

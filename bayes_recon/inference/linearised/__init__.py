@@ -16,7 +16,7 @@ from .gp import (LinearisedGaussianLikelihood, LinearisedGP, LinearisedHyperpara
                  MacKayMarginalLogLikelihood, TVPredCPPrior)
 from .resources import PathEstimate, available_memory, choose_path, estimate_paths
 from .sampling import RunningMoments
-from .discrepancy import DiscrepancyFit, DiscrepancyModel, fit_discrepancy
+from .discrepancy import DiscrepancyFit, DiscrepancyModel, HeldoutEvidence, fit_discrepancy
 from .evidence import ExactKernel, NystromPreconditioner, direct_image_kernel
 from .jacobian import NetworkJacobian, ParameterGroup, linearised_groups
 from .config import (LOG_LENGTHSCALE_BOUNDS, AdjointMismatchWarning, EvidenceConvergenceWarning, EvidenceResult, LaplaceConfig,
@@ -33,6 +33,7 @@ __all__ = [
     "LinearisedLaplace",
     "DiscrepancyModel",
     "DiscrepancyFit",
+    "HeldoutEvidence",
     "fit_discrepancy",
     "LinearisedHyperparameters",
     "LinearisedGP",

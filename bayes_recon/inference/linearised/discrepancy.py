@@ -17,6 +17,10 @@ from the subspace on that path). The Laplace's mean stays ``x*`` (the mode).
 measurements a second DIP fit did not see (:func:`fit_discrepancy`; the conditional
 marginal likelihood of Lotfi et al., ICML 2022): unlike the evidence of the data
 the DIP was fitted to, it measures how far the reconstruction is from new data.
+One fold's evidence is a noisy function of ``τ`` (it depends on that fold's DIP
+fit), so :func:`fit_discrepancy` maximises the sum over any number of folds
+(:class:`HeldoutEvidence`, one per fold) and reports the likelihood-ratio
+interval of ``τ``, by which the caller decides whether to fit another fold.
 
 One approximation keeps every solve low-rank plus diagonal at any size: the
 projected discrepancy ``A δ`` is treated as independent across measurements, with
@@ -29,17 +33,18 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-from scipy.optimize import minimize_scalar
+from scipy.optimize import brentq, minimize_scalar
+from scipy.stats import chi2
 
-from ..._validation import check_int, check_positive
+from ..._validation import check_int, check_positive, check_probability
 from ...operators.base import LinearOperator
 from ...posterior import Posterior
 from .evidence import forward_rows
 
-__all__ = ["DiscrepancyModel", "DiscrepancyFit", "fit_discrepancy"]
+__all__ = ["DiscrepancyModel", "DiscrepancyFit", "HeldoutEvidence", "fit_discrepancy"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -57,9 +62,19 @@ class DiscrepancyFit:
     log_conditional_evidence_without : float
         The same at ``τ = 0`` (the Laplace as it is).
     num_heldout : int
-        Held-out real measurements.
+        Held-out real measurements (over all folds).
     evaluations : int
+        Evaluations of the summed evidence.
     seconds : float
+    num_folds : int
+        Folds whose conditional evidences were summed.
+    interval : (float, float)
+        Likelihood-ratio interval of ``τ`` at ``level``: where the summed
+        evidence is within ``χ²₁(level)/2`` nats of its maximum (``0`` as lower
+        end when ``τ = 0`` is inside; the search bounds when it reaches them).
+    level : float
+    fold_std : list of float
+        Each fold's own maximiser (a spread of the estimate; not used for ``std``).
     """
 
     std: float
@@ -68,9 +83,85 @@ class DiscrepancyFit:
     num_heldout: int
     evaluations: int
     seconds: float
+    num_folds: int = 1
+    interval: tuple = (0.0, math.inf)
+    level: float = 0.95
+    fold_std: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["interval"] = list(self.interval)
+        out["fold_std"] = list(self.fold_std)
+        return out
+
+
+def _weight_cholesky(data_factor: torch.Tensor, gram_diagonal: torch.Tensor, noise_variance: float,
+                     std: float) -> torch.Tensor:
+    """Cholesky ``L`` of the posterior precision of ``w``: ``I + (AF)ᵀ D⁻¹ (AF)``, ``D = σ² + τ² diag(AAᵀ)``."""
+    d = noise_variance + std**2 * gram_diagonal
+    b = data_factor / d.sqrt()[:, None]
+    precision = b.T @ b
+    precision.diagonal().add_(1.0)
+    return torch.linalg.cholesky(precision)
+
+
+@dataclass
+class HeldoutEvidence:
+    """One fold's conditional evidence ``log p(y_held | y_fit, τ)`` as a function of ``τ``.
+
+    Built by :meth:`DiscrepancyModel.heldout_evidence`; keeps only the
+    ``O(m k)`` pieces the evidence needs (not the ``N x k`` prior factor), so
+    several folds fit in memory together.
+
+    Attributes
+    ----------
+    data_factor : torch.Tensor
+        ``A F (m, k)`` of the fold's fitted measurements.
+    gram_diagonal : torch.Tensor
+        ``diag(A Aᵀ) (m,)``.
+    noise_variance : float
+    held_factor : torch.Tensor
+        ``A_h F (m_h, k)``.
+    held_gram_diagonal : torch.Tensor
+        ``diag(A_h A_hᵀ) (m_h,)``.
+    residual : torch.Tensor
+        ``y_held - A_h x* (m_h,)``.
+    scale : float
+        ``rms(x*)`` of the fold's reconstruction (sets the default search bounds).
+    """
+
+    data_factor: torch.Tensor
+    gram_diagonal: torch.Tensor
+    noise_variance: float
+    held_factor: torch.Tensor
+    held_gram_diagonal: torch.Tensor
+    residual: torch.Tensor
+    scale: float
+
+    @property
+    def num_heldout(self) -> int:
+        return int(self.residual.numel())
+
+    def log_prob(self, std: float) -> float:
+        """``log p(y_held | y_fit, τ = std)``.
+
+        ``N(A_h x*, A_h F P⁻¹ Fᵀ A_hᵀ + D_h)`` with ``D_h = σ² + τ² diag(A_h A_hᵀ)``,
+        by the matrix determinant lemma and Woodbury (``O(m_h k²)``).
+        """
+        std = check_positive("std", std, allow_zero=True)
+        with torch.no_grad():
+            chol = _weight_cholesky(self.data_factor, self.gram_diagonal, self.noise_variance, std)
+            g = torch.linalg.solve_triangular(chol, self.held_factor.T, upper=False).T    # A_h F L⁻ᵀ (m_h, k)
+            d = self.noise_variance + std**2 * self.held_gram_diagonal
+            gd = g / d[:, None]
+            inner = g.T @ gd
+            inner.diagonal().add_(1.0)
+            inner_chol = torch.linalg.cholesky(inner)
+            r = self.residual
+            u = torch.linalg.solve_triangular(inner_chol, (gd.T @ r)[:, None], upper=False)[:, 0]
+            quad = float((r * r / d).sum() - u.pow(2).sum())
+            logdet = float(d.log().sum() + 2 * inner_chol.diagonal().log().sum())
+            return -0.5 * (quad + logdet + r.numel() * LOG_2PI)
 
 
 class DiscrepancyModel:
@@ -148,12 +239,7 @@ class DiscrepancyModel:
         return torch.cat(cols, 0).T.contiguous()
 
     def _posterior_weights(self, std: float):
-        """Cholesky ``L`` of the posterior precision of ``w``: ``I + (AF)ᵀ D⁻¹ (AF)``, ``D = σ² + τ² diag(AAᵀ)``."""
-        d = self.noise_variance + std**2 * self.gram_diagonal
-        b = self.data_factor / d.sqrt()[:, None]
-        precision = b.T @ b
-        precision.diagonal().add_(1.0)
-        return torch.linalg.cholesky(precision)
+        return _weight_cholesky(self.data_factor, self.gram_diagonal, self.noise_variance, std)
 
     def variance(self, std: float) -> torch.Tensor:
         """Posterior variance per pixel ``(N,)``: ``diag(F P⁻¹ Fᵀ) + τ²``."""
@@ -175,35 +261,22 @@ class DiscrepancyModel:
             eta = torch.randn(num_samples, n, generator=generator, dtype=torch.float64, device=self.factor.device)
             return self.x_star[None] + (self.factor @ w).T + std * eta
 
-    def heldout_log_prob(self, held_op: LinearOperator, y_held: torch.Tensor, std: float,
-                         projected: tuple | None = None) -> float:
-        """``log p(y_held | y_fit, τ)``: the posterior predictive of measurements of ``held_op``.
+    def heldout_evidence(self, held_op: LinearOperator, y_held: torch.Tensor) -> HeldoutEvidence:
+        """The conditional evidence of measurements ``y_held`` of ``held_op`` given this fit's data.
 
-        ``N(A_h x*, A_h F P⁻¹ Fᵀ A_hᵀ + D_h)`` with ``D_h = σ² + τ² diag(A_h A_hᵀ)``,
-        evaluated by the matrix determinant lemma and Woodbury (``O(m_h k²)``).
-        ``projected``: ``(A_h F, diag(A_h A_hᵀ), y_held - A_h x*)`` from an earlier call.
+        Parameters
+        ----------
+        held_op : LinearOperator
+            Forward model of the held-out measurements (same image domain).
+        y_held : torch.Tensor
+            ``(1, *held_op.range_shape)``.
         """
-        std = check_positive("std", std, allow_zero=True)
-        with torch.no_grad():
-            hf, dh, r = projected if projected is not None else self.project_heldout(held_op, y_held)
-            chol = self._posterior_weights(std)
-            g = torch.linalg.solve_triangular(chol, hf.T, upper=False).T               # A_h F L⁻ᵀ (m_h, k)
-            d = self.noise_variance + std**2 * dh
-            gd = g / d[:, None]
-            inner = g.T @ gd
-            inner.diagonal().add_(1.0)
-            inner_chol = torch.linalg.cholesky(inner)
-            u = torch.linalg.solve_triangular(inner_chol, (gd.T @ r)[:, None], upper=False)[:, 0]
-            quad = float((r * r / d).sum() - u.pow(2).sum())
-            logdet = float(d.log().sum() + 2 * inner_chol.diagonal().log().sum())
-            return -0.5 * (quad + logdet + r.numel() * LOG_2PI)
-
-    def project_heldout(self, held_op: LinearOperator, y_held: torch.Tensor) -> tuple:
-        """``(A_h F (m_h, k), diag(A_h A_hᵀ) (m_h,), y_held - A_h x* (m_h,))``, float64."""
         if not isinstance(held_op, LinearOperator):
             raise TypeError(f"held_op must be a LinearOperator, got {type(held_op).__name__}")
         if held_op.domain_shape != self.op.domain_shape:
             raise ValueError(f"held_op.domain_shape must be {self.op.domain_shape}, got {held_op.domain_shape}")
+        if not isinstance(y_held, torch.Tensor):
+            raise TypeError(f"y_held must be a torch.Tensor, got {type(y_held).__name__}")
         if tuple(y_held.shape) != (1, *held_op.range_shape):
             raise ValueError(f"y_held must have shape (1, *held_op.range_shape) = {(1, *held_op.range_shape)}, "
                              f"got {tuple(y_held.shape)}")
@@ -212,7 +285,9 @@ class DiscrepancyModel:
             y = y_held.to(dev)
             y = torch.cat([y.real, y.imag], 1) if y.is_complex() else y
             r = y.reshape(-1).to(torch.float64) - forward_rows(held_op, self.x_star[None]).reshape(-1)
-            return self._project(held_op, self.factor), held_op.gram_diagonal(device=dev), r
+            return HeldoutEvidence(self.data_factor, self.gram_diagonal, self.noise_variance,
+                                   self._project(held_op, self.factor), held_op.gram_diagonal(device=dev), r,
+                                   float(self.x_star.pow(2).mean().sqrt()))
 
     def posterior(self, std: float, num_samples: int, seed: int = 0, base: Posterior | None = None,
                   fit: DiscrepancyFit | None = None) -> Posterior:
@@ -235,22 +310,21 @@ class DiscrepancyModel:
                          hyperparameters=hyper, **meta)
 
 
-def fit_discrepancy(model: DiscrepancyModel, held_op: LinearOperator, y_held: torch.Tensor,
-                    bounds: tuple[float, float] | None = None, tolerance: float = 1e-3) -> DiscrepancyFit:
-    """``τ`` maximising the conditional evidence ``log p(y_held | y_fit, τ)`` (bounded 1-D search on ``log τ``).
+def fit_discrepancy(evidence, bounds: tuple[float, float] | None = None, tolerance: float = 1e-3,
+                    level: float = 0.95) -> DiscrepancyFit:
+    """``τ`` maximising the summed conditional evidence ``Σ_k log p(y_k | y_-k, τ)`` of one or more folds.
 
     Parameters
     ----------
-    model : DiscrepancyModel
-        Built from a Laplace fitted to ``y_fit`` only.
-    held_op : LinearOperator
-        Forward model of the held-out measurements (same image domain).
-    y_held : torch.Tensor
-        ``(1, *held_op.range_shape)``.
+    evidence : HeldoutEvidence or list of HeldoutEvidence
+        One per fold, each from a Laplace fitted without that fold's measurements
+        (:meth:`DiscrepancyModel.heldout_evidence`).
     bounds : (float, float), optional
-        Search interval of ``τ``; default ``(1e-4, 10) · rms(x*)``.
+        Search interval of ``τ``; default ``(1e-4, 10) · rms(x*)`` (mean over folds).
     tolerance : float
         Absolute tolerance on ``log τ``.
+    level : float
+        Probability of the likelihood-ratio interval reported in ``interval``.
 
     Returns
     -------
@@ -258,25 +332,45 @@ def fit_discrepancy(model: DiscrepancyModel, held_op: LinearOperator, y_held: to
         ``std = 0`` if ``τ = 0`` scores at least as well as the best ``τ`` found.
     """
     t0 = time.perf_counter()
-    projected = model.project_heldout(held_op, y_held)
+    if isinstance(evidence, HeldoutEvidence):
+        folds = [evidence]
+    elif isinstance(evidence, (list, tuple)):
+        folds = list(evidence)
+    else:
+        folds = []
+    if not folds or not all(isinstance(f, HeldoutEvidence) for f in folds):
+        raise TypeError("evidence must be a HeldoutEvidence or a non-empty sequence of them")
+    check_probability("level", level)
     if bounds is None:
-        scale = float(model.x_star.pow(2).mean().sqrt()) or 1.0
+        scale = sum(f.scale for f in folds) / len(folds) or 1.0
         bounds = (1e-4 * scale, 10 * scale)
     lo, hi = (check_positive("bounds[0]", bounds[0]), check_positive("bounds[1]", bounds[1]))
     if not lo < hi:
         raise ValueError(f"bounds must be increasing, got {bounds}")
     count = [0]
 
-    def negative(log_std):
+    def total(std):
         count[0] += 1
-        return -model.heldout_log_prob(held_op, y_held, math.exp(log_std), projected)
+        return sum(f.log_prob(std) for f in folds)
 
-    res = minimize_scalar(negative, bounds=(math.log(lo), math.log(hi)), method="bounded",
-                          options={"xatol": tolerance})
-    without = model.heldout_log_prob(held_op, y_held, 0.0, projected)
-    best, value = math.exp(res.x), -float(res.fun)
-    if without >= value:
-        best, value = 0.0, without
+    def maximise(fn):
+        res = minimize_scalar(lambda t: -fn(math.exp(t)), bounds=(math.log(lo), math.log(hi)), method="bounded",
+                              options={"xatol": tolerance})
+        at_zero = fn(0.0)
+        return (0.0, at_zero) if at_zero >= -float(res.fun) else (math.exp(res.x), -float(res.fun))
+
+    best, value = maximise(total)
+    without = total(0.0)
+    threshold = value - 0.5 * float(chi2.ppf(level, 1))
+    gap = lambda t: total(math.exp(t)) - threshold      # noqa: E731  (> 0 inside the interval)
+    centre = math.log(best) if best > 0 else math.log(lo)
+    if without >= threshold:
+        lower = 0.0
+    else:
+        lower = lo if gap(math.log(lo)) >= 0 else math.exp(brentq(gap, math.log(lo), centre, xtol=tolerance))
+    upper = hi if gap(math.log(hi)) >= 0 else math.exp(brentq(gap, centre, math.log(hi), xtol=tolerance))
+    fold_std = [maximise(f.log_prob)[0] for f in folds] if len(folds) > 1 else [best]
     return DiscrepancyFit(std=best, log_conditional_evidence=value, log_conditional_evidence_without=without,
-                          num_heldout=int(projected[2].numel()), evaluations=count[0] + 1,
-                          seconds=time.perf_counter() - t0)
+                          num_heldout=sum(f.num_heldout for f in folds), evaluations=count[0],
+                          seconds=time.perf_counter() - t0, num_folds=len(folds), interval=(lower, upper),
+                          level=level, fold_std=fold_std)

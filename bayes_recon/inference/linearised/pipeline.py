@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -50,14 +51,17 @@ class LinearisedDIPConfig:
     calibration : {"heldout", "bootstrap", "none"}
         "heldout" (default): the model gets an image-space discrepancy
         ``δ ~ N(0, τ² I)`` whose ``τ`` is fitted by the conditional evidence of
-        held-out measurements (:mod:`.discrepancy`): one fold of
+        held-out measurements (:mod:`.discrepancy`): fold ``k`` of
         ``heldout_folds`` (scheme ``heldout_scheme``) is held out, a second DIP
-        and Laplace are fitted to the rest, and ``τ`` maximises the predictive
-        density of what was held out; the returned posterior is that of the full
-        fit with ``τ`` (``hyperparameters["discrepancy_std"]``,
-        ``extras["discrepancy"]``). No factor is applied to any spread. Costs one
-        more DIP fit and Laplace. Chosen on training images (docs/scaling.md,
-        "An image-space discrepancy").
+        and Laplace are fitted to the rest, and ``τ`` maximises the summed
+        predictive density of what the folds fitted so far held out; folds
+        ``0, 1, …`` are fitted until ``τ`` is determined (see
+        ``heldout_tolerance``) or ``heldout_max_fits`` is reached. The returned
+        posterior is that of the full fit with ``τ``
+        (``hyperparameters["discrepancy_std"]``, ``extras["discrepancy"]``). No
+        factor is applied to any spread. Costs one DIP fit and Laplace per fold
+        fitted. Chosen on training images (docs/scaling.md, "An image-space
+        discrepancy").
         "bootstrap" multiplies the posterior spread by
         ``max(bootstrap_min_scale, c)`` (by scaling the prior's block variances and the
         noise variance by its square, so ``laplace.hyperparameters`` and the evidence
@@ -69,7 +73,16 @@ class LinearisedDIPConfig:
         "none" returns the Laplace posterior as it is: its 90 % intervals cover
         0.38–0.54 of the pixels on 64² and 0.21–0.26 on 128² natural-image crops.
     heldout_folds : int
-        ``1/heldout_folds`` of the measurements is held out (fold 0).
+        Each fold holds out ``1/heldout_folds`` of the measurements.
+    heldout_max_fits : int or None
+        At most this many folds are fitted (None: all ``heldout_folds``).
+    heldout_tolerance : float
+        Folds are added until the likelihood-ratio 95 % interval
+        ``[τ_lo, τ_hi]`` of the summed evidence is narrow on the scale of the
+        posterior: ``τ_hi² − τ_lo² ≤ heldout_tolerance · (v̄ + τ²)`` with ``v̄``
+        the Laplace's mean pixel variance, i.e. the per-pixel variance is known
+        to about ``± heldout_tolerance / 2``. ``inf`` fits one fold, ``0`` all
+        ``heldout_max_fits``.
     heldout_scheme : str or None
         How measurements are held out
         (:data:`~bayes_recon.operators.holdout.HOLDOUT_SCHEMES`); None: the
@@ -107,6 +120,8 @@ class LinearisedDIPConfig:
     predcp_scale: float = 20.0
     calibration: str = "heldout"
     heldout_folds: int = 4
+    heldout_max_fits: int | None = None
+    heldout_tolerance: float = math.inf
     heldout_scheme: str | None = None
     bootstrap_fits: int = 4
     bootstrap_min_scale: float = 1.0
@@ -199,6 +214,14 @@ def linearised_dip(y: torch.Tensor, op: LinearOperator, noise_std: float | None 
     check_choice("config.calibration", cfg.calibration, CALIBRATIONS)
     check_int("config.bootstrap_fits", cfg.bootstrap_fits, minimum=1)
     check_int("config.heldout_folds", cfg.heldout_folds, minimum=2)
+    if cfg.heldout_max_fits is not None:
+        check_int("config.heldout_max_fits", cfg.heldout_max_fits, minimum=1)
+        if cfg.heldout_max_fits > cfg.heldout_folds:
+            raise ValueError(f"config.heldout_max_fits must be at most config.heldout_folds = {cfg.heldout_folds}, "
+                             f"got {cfg.heldout_max_fits}")
+    tol = cfg.heldout_tolerance
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:   # inf allowed: one fold
+        raise ValueError(f"config.heldout_tolerance must be a number >= 0 (inf: one fold), got {tol!r}")
     if cfg.heldout_scheme is not None:
         check_choice("config.heldout_scheme", cfg.heldout_scheme, HOLDOUT_SCHEMES)
     check_positive("config.bootstrap_min_scale", cfg.bootstrap_min_scale, allow_zero=True)
@@ -231,17 +254,25 @@ def linearised_dip(y: torch.Tensor, op: LinearOperator, noise_std: float | None 
     boot = disc = None
     if cfg.calibration == "heldout":
         t0 = time.perf_counter()
-        split = split_measurements(op, 0, cfg.heldout_folds, cfg.heldout_scheme, seed=seed)
-        fold_fit = fit_dip(split.fit_measurement(y), split.fit_op, tv_weight, cfg.iterations, lr=cfg.lr,
-                           input=cfg.input, seed=seed, init=init, network_config=net_cfg, progress=progress)
+        mean_variance = float(posterior.std.double().pow(2).mean())
         # The fold takes the full fit's path and budget: "auto" would re-decide from the memory
         # free *now*, and the discrepancy needs a dense prior factor (exact or subspace).
         fold_cfg = dataclasses.replace(cfg.laplace, path=la.path, memory_budget=la.memory_budget)
-        fold = LinearisedLaplace(fold_fit, split.fit_op, noise_std=noise_std, config=fold_cfg, progress=progress)
-        fold.optimise_evidence(cfg.evidence_iterations, predcp_scale=cfg.predcp_scale, progress=progress)
-        disc = fit_discrepancy(DiscrepancyModel(fold), split.held_op, split.held_measurement(y))
+        evidences = []
+        for k in range(cfg.heldout_max_fits or cfg.heldout_folds):
+            split = split_measurements(op, k, cfg.heldout_folds, cfg.heldout_scheme, seed=seed)
+            fold_fit = fit_dip(split.fit_measurement(y), split.fit_op, tv_weight, cfg.iterations, lr=cfg.lr,
+                               input=cfg.input, seed=seed, init=init, network_config=net_cfg, progress=progress)
+            fold = LinearisedLaplace(fold_fit, split.fit_op, noise_std=noise_std, config=fold_cfg,
+                                     progress=progress)
+            fold.optimise_evidence(cfg.evidence_iterations, predcp_scale=cfg.predcp_scale, progress=progress)
+            evidences.append(DiscrepancyModel(fold).heldout_evidence(split.held_op, split.held_measurement(y)))
+            del fold, fold_fit  # the fold's Jacobian basis is as large as the full fit's: free it first
+            disc = fit_discrepancy(evidences)
+            lower, upper = disc.interval
+            if upper**2 - lower**2 <= cfg.heldout_tolerance * (mean_variance + disc.std**2):
+                break
         disc.seconds = time.perf_counter() - t0
-        del fold, fold_fit  # the fold's Jacobian basis is as large as the full fit's: free it first
         posterior = DiscrepancyModel(la).posterior(disc.std, cfg.num_samples, seed=seed, base=posterior, fit=disc)
     elif cfg.calibration == "bootstrap":
         def refit(y_k, k):

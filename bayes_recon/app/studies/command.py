@@ -36,7 +36,7 @@ def cmd_study_report(args: argparse.Namespace) -> int:
 
 def add_study_parser(sub) -> None:
     """``study run`` and ``study report`` (calibration studies on Dask, docs/studies.md)."""
-    from .config import PRESETS
+    from .presets import PRESETS
 
     study = sub.add_parser("study", help="calibration studies over test sets on Dask",
                            description="Run a grid of settings x methods x test images on a "

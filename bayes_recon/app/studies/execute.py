@@ -214,7 +214,8 @@ def execute_task(task: Task, folder, task_fn=None, torch_threads: int | None = 1
         "seconds": elapsed, **metrics, "task_seconds": elapsed,
         "warnings": sorted({f"{w.category.__name__}: {str(w.message)[:200]}" for w in caught}),
         "versions": versions(), **_source_and_machine(), "pid": os.getpid(),
-        "torch_threads": torch.get_num_threads(), "finished": datetime.now(timezone.utc).isoformat(),
+        "torch_threads": torch.get_num_threads(),
+        "finished": datetime.now(timezone.utc).isoformat(),
     }
     write_json(Path(folder) / TASKS_DIR / f"{task.key}.json", row)
     return row
@@ -276,8 +277,9 @@ def run_study(config: StudyConfig, out, *, workers: int | None = None,
               save_posteriors: bool = False) -> StudyRun:
     """Run (or resume) a study into the folder ``out`` and write its report.
 
-    Tasks already done (see :func:`~.tasks.task_is_done`) are skipped; tasks
-    that ended in ``error`` are run again.
+    Tasks already done (see :func:`~.tasks.task_is_done`: an ``ok`` row) are
+    skipped; tasks that ended in ``error`` are run again. ``config`` may differ from
+    the folder's in ``images`` only (see :func:`prepare_folder`).
 
     Parameters
     ----------

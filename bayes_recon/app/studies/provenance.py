@@ -146,13 +146,24 @@ def provenance(meta: dict, rows: list[dict]) -> dict:
     }
 
 
+def _when(iso) -> str:
+    """An ISO 8601 time as ``YYYY-MM-DD HH:MM:SS UTC`` (as given if it does not parse)."""
+    from datetime import datetime, timezone
+
+    try:
+        return datetime.fromisoformat(str(iso)).astimezone(timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%S UTC")
+    except ValueError:
+        return str(iso)
+
+
 def _counted(counter: dict) -> str:
     return "; ".join(f"{label} ({n} tasks)" for label, n in counter.items()) or "–"
 
 
 def provenance_lines(prov: dict) -> list[str]:
-    """Markdown bullet lines of :func:`provenance` (the report's "Provenance" section)."""
-    dates = (f"{prov['first']} to {prov['last']} (UTC, first and last task finished)"
+    """Markdown bullet lines of :func:`provenance` (the top of ``summary.md``)."""
+    dates = (f"tasks finished from {_when(prov['first'])} to {_when(prov['last'])}"
              if prov["first"] else "no task finished yet")
     cpu = (f", CPU {prov['cpu_seconds']:.0f} s over the {prov['cpu_rows']} tasks that record it"
            if prov["cpu_rows"] else "")
@@ -160,6 +171,6 @@ def provenance_lines(prov: dict) -> list[str]:
         f"- bayes_recon: {_counted(prov['versions'])}",
         f"- Commit: {_counted(prov['commits'])}",
         f"- Machine: {_counted(prov['machines'])}",
-        f"- Dates: {dates}; folder created {prov['created']}",
+        f"- Dates: {dates}; folder created {_when(prov['created'])}",
         f"- Compute: {prov['method_seconds']:.0f} s of method wall time over the ok tasks{cpu}",
     ]

@@ -143,8 +143,8 @@ def run_task(task: Task, folder, save_posterior: bool = False) -> dict:
         :data:`ROW_METRICS` (NaN where not applicable), ``coverage_levels`` and
         ``coverage`` (all levels, for pooled calibration curves),
         ``noise_std``, ``seconds`` (wall time of the method alone), ``cpu_seconds``
-        (CPU time of the thread that ran it), ``posterior_file`` (relative path, or None when none was written) and the
-        method's ``info``.
+        (CPU time of the thread that ran it), ``posterior_file`` (relative path, or
+        None when none was written) and the method's ``info``.
     """
     import time
 

@@ -96,8 +96,9 @@ def test_report_is_deterministic_and_records_provenance(small_study, tmp_path):
     rows = [json.loads(p.read_text()) for p in sorted((copy / "tasks").glob("*.json"))]
     m = machine()
     assert f"- Machine: {m['cpu']}, {m['cpus']} CPUs, {m['ram_gib']} GiB RAM" in md
-    finished = sorted(r["finished"] for r in rows)
-    assert f"- Dates: {finished[0]} to {finished[-1]} (UTC" in md
+    finished = sorted(r["finished"] for r in rows)  # ISO 8601, UTC: 2026-12-07T03:50:09.1+00:00
+    first, last = (f"{t[:10]} {t[11:19]} UTC" for t in (finished[0], finished[-1]))
+    assert f"- Dates: tasks finished from {first} to {last}; folder created" in md
     commit = source_commit()["commit"]
     assert f"- Commit: {commit[:10] if commit else 'not a git checkout'}" in md
     assert "- bayes_recon: 0." in md and "(2 tasks)" in md
@@ -134,6 +135,8 @@ def test_provenance_summarises_what_rows_record():
     assert prov["method_seconds"] == 5.0 and (prov["cpu_seconds"], prov["cpu_rows"]) == (1.5, 1)
     lines = provenance_lines(prov)
     assert lines[0] == "- bayes_recon: 0.2.0 (2 tasks); not recorded (1 tasks)"
+    assert lines[3] == ("- Dates: tasks finished from 2026-01-01 09:00:00 UTC to 2026-01-03 "
+                        "00:00:00 UTC; folder created 2026-01-01 00:00:00 UTC")
     assert "CPU 2 s over the 1 tasks that record it" in lines[-1]
 
 
@@ -229,3 +232,14 @@ def test_committed_quick_report_regenerates_the_page_table(regenerated_quick):
     row_path.write_text(json.dumps(row))
     write_report(regenerated_quick)
     assert committed_table_block((regenerated_quick / "summary.md").read_text()) != page_block
+
+
+def test_presets_table_in_docs_states_their_sizes():
+    """docs/studies.md's presets table gives each preset's images and tasks as defined."""
+    text = (ROOT / "docs" / "studies.md").read_text()
+    for name in ("lindip-protocol", "mri-spokes", "denoise", "quick"):
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        config = preset(name)
+        assert int(cells[3]) == config.images, name
+        assert int(cells[4]) == len(study_tasks(config)), name

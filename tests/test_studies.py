@@ -44,7 +44,7 @@ METRICS = ["psnr", "ssim", "coverage_50", "coverage_90", "coverage_95", "calibra
 def failing_task(task, folder):
     if task.key == FAIL_KEY:
         raise RuntimeError("deliberate failure for the test")
-    return run_task(task, folder)
+    return run_task(task, folder, save_posterior=True)
 
 
 def kill_worker_once(task, folder):
@@ -65,13 +65,14 @@ def tiny_config(**kw) -> StudyConfig:
 
 @pytest.fixture(scope="module")
 def quick_study(tmp_path_factory):
-    """``quick`` with one failing task (default LocalCluster, 2 workers), then resumed."""
+    """``quick`` with one failing task (default LocalCluster, 2 workers), then resumed;
+    posteriors saved (``.nc``) so that their metrics can be checked against the samples."""
     out = tmp_path_factory.mktemp("studies") / "quick"
     first = run_study(QUICK, out, workers=2, progress=False, task_fn=failing_task)
     failed_row = json.loads((out / "tasks" / f"{FAIL_KEY}.json").read_text())
     first_csv = pd.read_csv(out / "results.csv")
     mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "tasks").glob("*.json")}
-    second = run_study(QUICK, out, workers=2, progress=False)
+    second = run_study(QUICK, out, workers=2, progress=False, save_posteriors=True)
     return dict(out=out, first=first, second=second, failed_row=failed_row,
                 first_csv=first_csv, mtimes=mtimes)
 
@@ -142,6 +143,12 @@ def test_rows_record_seed_versions_and_one_thread(quick_study):
     assert len(rows) == 20
     assert {r["versions"]["bayes_recon"] for r in rows} == {__version__}
     assert all(r["torch_threads"] == 1 for r in rows)
+    # Provenance: the machine and the commit of the code that ran (this checkout, if it is one).
+    from bayes_recon.app.studies.provenance import machine, source_commit
+
+    assert all(r["machine"] == machine() for r in rows)
+    assert {r["commit"] for r in rows} == {source_commit()["commit"]}
+    assert all(r["cpu_seconds"] >= 0 for r in rows)
     assert len({r["pid"] for r in rows}) >= 2  # both workers took tasks
     # Methods are compared on the same measurement: one seed per (setting, image).
     seeds = {}
@@ -294,7 +301,7 @@ def test_folder_of_another_version_or_config(tmp_path):
     out = tmp_path / "old"
     prepare_folder(tiny_config(), out)
     with pytest.raises(ValueError, match="another config"):
-        run_study(tiny_config(images=2), out, workers=1, progress=False)
+        run_study(tiny_config(seed=1), out, workers=1, progress=False)
     meta = json.loads((out / "study.json").read_text())
     meta["bayes_recon_version"] = "0.0.1"
     (out / "study.json").write_text(json.dumps(meta))

@@ -8,7 +8,8 @@ folder into ``results.csv``, ``summary.md`` and figures. Command line:
 ``bayes-recon study run`` / ``bayes-recon study report``; see ``docs/studies.md``.
 """
 
-from .config import PRESETS, MethodSpec, Setting, StudyConfig, load_config, preset
+from .config import MethodSpec, Setting, StudyConfig, load_config
+from .presets import PRESETS, preset
 from .execute import StudyRun, execute_task, read_study, run_study
 from .report import aggregate, bootstrap_interval, load_results, write_report
 from .tasks import Task, run_task, study_tasks, task_is_done

@@ -18,7 +18,8 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     config = preset(args.preset) if args.preset else load_config(args.config)
     run = run_study(config.with_images(args.images), args.out, workers=args.workers,
                     scheduler=args.scheduler, progress=not args.no_progress,
-                    retries=args.retries, connect_timeout=args.connect_timeout)
+                    retries=args.retries, connect_timeout=args.connect_timeout,
+                    save_posteriors=args.save_posteriors)
     print(f"study {config.name}: {run.total} tasks, {run.skipped} already done, "
           f"{run.executed} run ({run.errors} errors), {run.seconds:.0f} s -> "
           f"{run.folder / 'summary.md'}")
@@ -35,7 +36,7 @@ def cmd_study_report(args: argparse.Namespace) -> int:
 
 def add_study_parser(sub) -> None:
     """``study run`` and ``study report`` (calibration studies on Dask, docs/studies.md)."""
-    from .config import PRESETS
+    from .presets import PRESETS
 
     study = sub.add_parser("study", help="calibration studies over test sets on Dask",
                            description="Run a grid of settings x methods x test images on a "
@@ -57,6 +58,9 @@ def add_study_parser(sub) -> None:
     run.add_argument("--connect-timeout", type=positive_float, default=10.0,
                      help="seconds to wait for --scheduler")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument("--save-posteriors", action=argparse.BooleanOptionalAction, default=False,
+                     help="also write each posterior's samples to posteriors/<key>.nc "
+                     "(megabytes per task; the report does not need them; default: no)")
     run.set_defaults(func=cmd_study_run)
     rep = ssub.add_parser("report", help="aggregate a study folder",
                           description="Write results.csv, summary.csv, summary.md and figures "

@@ -1,4 +1,4 @@
-"""Typed study configurations: problem settings × methods × test images, presets, TOML.
+"""Typed study configurations: problem settings × methods × test images, TOML.
 
 A study is the grid ``settings × methods × images``: every method runs on every
 test image under every problem setting. Methods are entries of the one method
@@ -32,13 +32,13 @@ from pathlib import Path
 
 from ..._validation import check_int, check_positive
 
-__all__ = ["Setting", "MethodSpec", "StudyConfig", "PRESETS", "preset", "load_config",
-           "STUDY_PROBLEMS"]
+__all__ = ["Setting", "MethodSpec", "StudyConfig", "load_config", "STUDY_PROBLEMS",
+           "MAX_IMAGES"]
 
 #: Problems a study setting can pose (digits are the test images of every preset).
 STUDY_PROBLEMS = ("ct", "mri", "denoise")
 #: Number of digits in the test split (``digits("test")``).
-_MAX_IMAGES = 359
+MAX_IMAGES = 359
 
 
 def _check_str(name: str, value) -> str:
@@ -244,8 +244,8 @@ class StudyConfig:
         if not self.methods or not all(isinstance(m, MethodSpec) for m in self.methods):
             raise TypeError("methods must be a non-empty sequence of MethodSpec")
         check_int("images", self.images, minimum=1)
-        if self.images > _MAX_IMAGES:
-            raise ValueError(f"images must be <= {_MAX_IMAGES} (the test split), got {self.images}")
+        if self.images > MAX_IMAGES:
+            raise ValueError(f"images must be <= {MAX_IMAGES} (the test split), got {self.images}")
         check_int("seed", self.seed, minimum=0)
         check_int("bootstrap_resamples", self.bootstrap_resamples, minimum=100)
         for what, names in (("settings", [s.name for s in self.settings]),
@@ -331,95 +331,3 @@ def load_config(path) -> StudyConfig:
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"config file {path} is not valid TOML: {err}") from None
     return StudyConfig.from_dict(data)
-
-
-# ---------------------------------------------------------------------------- presets
-# DIP settings as in the demo (app/demo.py): TV weight 3σ, Adam lr 1e-3, 300 iterations,
-# 32-channel U-Net; TV-PredCP rate 20 (the library default) for the TV-MAP variant, MC dropout rate 0.05.
-_DIP = dict(dip_tv_scale=3.0, dip_lr=1e-3, dip_iterations=300, dip_channels=32,
-            num_samples=1000)
-
-
-def _lindip_protocol() -> StudyConfig:
-    settings = [Setting("ct", 28, angles=a, relative_noise=n)
-                for n in (0.05, 0.10) for a in (5, 10, 20, 30)]
-    methods = [
-        MethodSpec("FBP", "fbp"),
-        MethodSpec("TV", "tv", tv_weight=0.2),
-        MethodSpec("DIP + fixed σ", "fixed-sigma-dip", **_DIP),
-        MethodSpec("DIP + MC dropout", "mc-dropout-dip", dropout=0.05, **_DIP),
-        MethodSpec("Linearised DIP (MLL)", "linearised-dip", predcp_scale=0.0, **_DIP),
-        MethodSpec("Linearised DIP (TV-MAP)", "linearised-dip", predcp_scale=20.0, **_DIP),
-        # Laplace in z rather than NUTS: NUTS costs minutes per image at 784 pixels.
-        MethodSpec("SUPN posterior", "laplace", prior="digits-supn", num_samples=100),
-    ]
-    return StudyConfig("lindip-protocol", settings, methods, images=50)
-
-
-def _mri_spokes() -> StudyConfig:
-    settings = [Setting("mri", 28, spokes=s, relative_noise=n)
-                for n in (0.05, 0.10) for s in (10, 20, 30, 40, 50, 60)]
-    methods = [
-        MethodSpec("Zero-filled", "adjoint"),
-        MethodSpec("MAP structured", "jpmap", prior="digits-supn"),
-        MethodSpec("MAP diagonal", "jpmap", prior="digits-diagonal"),
-        MethodSpec("MAP identity", "jpmap", prior="digits-identity"),
-        MethodSpec("CSGM", "csgm", prior="digits-supn"),
-    ]
-    return StudyConfig("mri-spokes", settings, methods, images=50)
-
-
-def _denoise() -> StudyConfig:
-    # The SUPN paper's table: SUPN vs DAE (the shipped digits-dae, trained at σ = 0.1)
-    # vs diagonal VAE.
-    settings = [Setting("denoise", 28, relative_noise=n) for n in (0.25, 0.5)]
-    methods = [
-        MethodSpec("SUPN MAP", "jpmap", prior="digits-supn"),
-        MethodSpec("DAE", "dae"),
-        MethodSpec("SUPN posterior", "laplace", prior="digits-supn", num_samples=100),
-        MethodSpec("Diagonal VAE MAP", "jpmap", prior="digits-diagonal"),
-        MethodSpec("Diagonal VAE posterior", "laplace", prior="digits-diagonal",
-                   num_samples=100),
-    ]
-    return StudyConfig("denoise", settings, methods, images=_MAX_IMAGES)
-
-
-def _quick() -> StudyConfig:
-    # Seconds per task on one core: small U-Net, few iterations, one short MAP.
-    dip = dict(dip_tv_scale=3.0, dip_lr=1e-3, dip_iterations=40, dip_channels=8,
-               num_samples=50)
-    settings = [Setting("ct", 28, angles=a, relative_noise=0.05) for a in (10, 20)]
-    methods = [
-        MethodSpec("FBP", "fbp"),
-        MethodSpec("TV", "tv", tv_weight=0.2, tv_iterations=200),
-        MethodSpec("DIP + fixed σ", "fixed-sigma-dip", **dip),
-        MethodSpec("DIP + MC dropout", "mc-dropout-dip", dropout=0.05, **dip),
-        MethodSpec("SUPN MAP", "jpmap", prior="digits-supn", map_iterations=1, map_restarts=1,
-                   map_z_steps=5),
-    ]
-    return StudyConfig("quick", settings, methods, images=2)
-
-
-PRESETS = {"lindip-protocol": _lindip_protocol, "mri-spokes": _mri_spokes,
-           "denoise": _denoise, "quick": _quick}
-
-
-def preset(name: str, images: int | None = None) -> StudyConfig:
-    """A preset study, optionally on fewer (or more) test images.
-
-    Parameters
-    ----------
-    name : {"lindip-protocol", "mri-spokes", "denoise", "quick"}
-    images : int, optional
-        Overrides the preset's number of test digits.
-
-    Examples
-    --------
-    >>> from bayes_recon.app.studies import preset
-    >>> cfg = preset("quick")
-    >>> len(cfg.settings) * len(cfg.methods) * cfg.images
-    20
-    """
-    if name not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
-    return PRESETS[name]().with_images(images)

@@ -10,6 +10,7 @@ folder (a shared file system) and have ``bayes_recon`` installed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -21,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import StudyConfig
+from .provenance import machine, source_commit
 from .tasks import TASKS_DIR, Task, run_task, study_tasks, task_is_done, versions
 
 __all__ = ["StudyRun", "run_study", "execute_task", "prepare_folder", "read_study",
@@ -90,10 +92,21 @@ def read_study(folder) -> dict:
     return meta
 
 
-def _check_folder(config: StudyConfig, out) -> bool:
-    """Whether ``out`` already holds this study; raises if it holds another one."""
+def _same_study(recorded: dict, config: StudyConfig) -> bool:
+    """Whether a recorded config is ``config`` up to the number of images.
+
+    Task keys and seeds do not depend on ``images``, so a folder can be resumed with
+    more images (scaling up a committed study) or fewer (finishing the first ones).
+    """
     import json
 
+    wanted = json.loads(json.dumps(config.to_dict()))
+    return ({k: v for k, v in recorded.items() if k != "images"}
+            == {k: v for k, v in wanted.items() if k != "images"})
+
+
+def _check_folder(config: StudyConfig, out) -> bool:
+    """Whether ``out`` already holds this study; raises if it holds another one."""
     from ... import __version__
 
     out = Path(out)
@@ -107,7 +120,7 @@ def _check_folder(config: StudyConfig, out) -> bool:
             f"out {out} holds a study written by bayes_recon "
             f"{meta.get('bayes_recon_version')!r}, this is {__version__!r}; use a new "
             "folder (results of different versions are not comparable)")
-    if meta.get("config") != json.loads(json.dumps(config.to_dict())):
+    if not isinstance(meta.get("config"), dict) or not _same_study(meta["config"], config):
         raise ValueError(f"out {out} holds a study with another config "
                          f"(name {meta.get('config', {}).get('name')!r}); use a new folder "
                          "or the same config to resume")
@@ -116,6 +129,9 @@ def _check_folder(config: StudyConfig, out) -> bool:
 
 def prepare_folder(config: StudyConfig, out) -> Path:
     """Create ``out`` with ``study.json``, or check an existing one matches.
+
+    A folder resumed with more images than it records has its ``images`` raised to
+    the new number (the report then covers them all); with fewer, it keeps its own.
 
     Raises
     ------
@@ -129,12 +145,30 @@ def prepare_folder(config: StudyConfig, out) -> Path:
     out = Path(out)
     if not _check_folder(config, out):
         write_json(out / STUDY_FILE, {"format": FOLDER_FORMAT, "bayes_recon_version": __version__,
-                                      "versions": versions(), "config": config.to_dict(),
+                                      "versions": versions(), **_source_and_machine(),
+                                      "config": config.to_dict(),
                                       "created": datetime.now(timezone.utc).isoformat()})
+        return out
+    meta = read_study(out)
+    if config.images > meta["config"].get("images", 0):
+        meta["config"]["images"] = config.images
+        write_json(out / STUDY_FILE, meta)
     return out
 
 
-def execute_task(task: Task, folder, task_fn=None, torch_threads: int | None = 1) -> dict:
+@functools.lru_cache(maxsize=1)
+def _process_source() -> dict:
+    # Once per process: a worker keeps running the code it imported first.
+    return source_commit()
+
+
+def _source_and_machine() -> dict:
+    source = _process_source()
+    return {"commit": source["commit"], "commit_dirty": source["dirty"], "machine": machine()}
+
+
+def execute_task(task: Task, folder, task_fn=None, torch_threads: int | None = 1,
+                 save_posteriors: bool = False) -> dict:
     """Run one task and write its row to ``tasks/<key>.json`` (atomically); returns the row.
 
     An exception in the task is caught and recorded (status ``error`` with the
@@ -151,12 +185,16 @@ def execute_task(task: Task, folder, task_fn=None, torch_threads: int | None = 1
     torch_threads : int or None
         Intra-op threads of torch in this process (None leaves it alone). One
         per task: the problems are small and workers already fill the cores.
+    save_posteriors : bool
+        Passed to :func:`run_task` (ignored with ``task_fn``): also write the
+        posterior's samples to ``posteriors/<key>.nc``.
     """
     import torch
 
     from .._io import write_json
 
-    task_fn = run_task if task_fn is None else task_fn
+    if task_fn is None:
+        task_fn = functools.partial(run_task, save_posterior=save_posteriors)
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
     start = time.perf_counter()
@@ -175,7 +213,8 @@ def execute_task(task: Task, folder, task_fn=None, torch_threads: int | None = 1
         # ``seconds`` is the method's own time when the task reports it (no imports, I/O)
         "seconds": elapsed, **metrics, "task_seconds": elapsed,
         "warnings": sorted({f"{w.category.__name__}: {str(w.message)[:200]}" for w in caught}),
-        "versions": versions(), "pid": os.getpid(), "torch_threads": torch.get_num_threads(),
+        "versions": versions(), **_source_and_machine(), "pid": os.getpid(),
+        "torch_threads": torch.get_num_threads(),
         "finished": datetime.now(timezone.utc).isoformat(),
     }
     write_json(Path(folder) / TASKS_DIR / f"{task.key}.json", row)
@@ -234,11 +273,13 @@ def _connect(scheduler, workers, timeout):
 
 def run_study(config: StudyConfig, out, *, workers: int | None = None,
               scheduler: str | None = None, progress: bool = True, retries: int = 2,
-              connect_timeout: float = 10.0, task_fn=None, report: bool = True) -> StudyRun:
+              connect_timeout: float = 10.0, task_fn=None, report: bool = True,
+              save_posteriors: bool = False) -> StudyRun:
     """Run (or resume) a study into the folder ``out`` and write its report.
 
-    Tasks already done (see :func:`~.tasks.task_is_done`) are skipped; tasks
-    that ended in ``error`` are run again.
+    Tasks already done (see :func:`~.tasks.task_is_done`: an ``ok`` row) are
+    skipped; tasks that ended in ``error`` are run again. ``config`` may differ from
+    the folder's in ``images`` only (see :func:`prepare_folder`).
 
     Parameters
     ----------
@@ -263,6 +304,11 @@ def run_study(config: StudyConfig, out, *, workers: int | None = None,
         (a hook for tests and custom experiments; must be importable on workers).
     report : bool
         Write ``results.csv``, ``summary.md`` and figures at the end.
+    save_posteriors : bool
+        Also write each posterior's samples to ``posteriors/<key>.nc`` (ArviZ;
+        megabytes per task). Off by default: the rows hold every metric and
+        coverage curve the report needs, and a folder of rows alone is small
+        enough to commit; a task is complete without its ``.nc``.
 
     Returns
     -------
@@ -287,6 +333,8 @@ def run_study(config: StudyConfig, out, *, workers: int | None = None,
         raise ValueError(f"retries must be an int >= 0, got {retries!r}")
     if not connect_timeout > 0:
         raise ValueError(f"connect_timeout must be > 0, got {connect_timeout!r}")
+    if not isinstance(save_posteriors, bool):
+        raise TypeError(f"save_posteriors must be a bool, got {save_posteriors!r}")
     start = time.perf_counter()
     config.validate()
     folder = Path(out)
@@ -305,7 +353,7 @@ def run_study(config: StudyConfig, out, *, workers: int | None = None,
             futures = {}
             for rank, t in enumerate(pending):
                 # Priorities keep the tasks' order (image-major) on the workers too.
-                fut = client.submit(execute_task, t, str(folder), task_fn, 1,
+                fut = client.submit(execute_task, t, str(folder), task_fn, 1, save_posteriors,
                                     key=f"study-{t.key}-{uuid.uuid4().hex[:8]}", pure=False,
                                     retries=retries, priority=len(pending) - rank)
                 futures[fut] = t

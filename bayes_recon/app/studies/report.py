@@ -1,9 +1,11 @@
 """Aggregating a study folder: ``results.csv``, ``summary.csv``, ``summary.md`` and figures.
 
 Everything is computed from the folder alone (``study.json`` and the task
-rows), so ``bayes-recon study report DIR`` regenerates it at any time, also
-for a study that is still running or was interrupted (missing tasks are
-``pending``).
+rows; never the optional ``posteriors/*.nc``), so ``bayes-recon study report DIR``
+regenerates it at any time, also for a study that is still running or was
+interrupted (missing tasks are ``pending``), and on another machine: the text
+files are the same bytes whenever the rows are the same (no clock, no local
+machine facts; the provenance is what the rows record).
 
 Intervals are percentile bootstrap intervals of the mean over images: for every
 cell (setting, method) and metric, with ``rng = numpy.random.default_rng(seed)``
@@ -24,6 +26,7 @@ import numpy as np
 
 from .config import StudyConfig
 from .execute import read_study
+from .provenance import provenance, provenance_lines
 from .tasks import ROW_METRICS, read_row, study_tasks
 
 __all__ = ["load_results", "bootstrap_interval", "aggregate", "write_report",
@@ -31,7 +34,7 @@ __all__ = ["load_results", "bootstrap_interval", "aggregate", "write_report",
 
 RESULT_COLUMNS = ("setting", "method", "image", "status", "psnr", "ssim", "coverage_50",
                   "coverage_90", "coverage_95", "calibration_error", "test_log_likelihood",
-                  "ause", "seconds", "mse", "seed", "key")
+                  "ause", "seconds", "cpu_seconds", "mse", "seed", "key")
 SUMMARY_METRICS = ("psnr", "ssim", "coverage_50", "coverage_90", "coverage_95",
                    "calibration_error", "test_log_likelihood", "ause", "seconds")
 _HEADERS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "coverage_50": "cov. 50%",
@@ -212,6 +215,8 @@ def _markdown(meta: dict, config: StudyConfig, rows: list, cells: list, figures:
         f"{counts['pending']} pending. Written by bayes_recon "
         f"{meta.get('bayes_recon_version')}; regenerate with `bayes-recon study report DIR`.",
         "",
+        *provenance_lines(provenance(meta, rows)),
+        "",
         f"Cells: mean over images [bootstrap 95% interval, {config.bootstrap_resamples} "
         f"resamples, seed {config.seed}]; coverage and calibration only for posteriors. "
         "Per-task rows: `results.csv`; machine-readable cells: `summary.csv`.",
@@ -245,7 +250,8 @@ def write_report(folder) -> dict:
     Returns
     -------
     dict
-        ``cells`` (see :func:`aggregate`) and ``files`` (paths relative to ``folder``).
+        ``cells`` (see :func:`aggregate`), ``provenance`` (see
+        :func:`~.provenance.provenance`) and ``files`` (paths relative to ``folder``).
     """
     from .._io import write_text
 
@@ -259,5 +265,5 @@ def write_report(folder) -> dict:
     write_text(folder / "summary.csv", _csv_text(summary_cols, cells))
     figures = _figures(folder, config, rows, cells)
     write_text(folder / "summary.md", _markdown(meta, config, rows, cells, figures))
-    return {"cells": cells,
+    return {"cells": cells, "provenance": provenance(meta, rows),
             "files": ["results.csv", "summary.csv", "summary.md", *figures]}

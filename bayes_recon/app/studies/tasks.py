@@ -1,15 +1,16 @@
-"""One study task: (setting, method, test image) → a row of metrics (and a posterior ``.nc``).
+"""One study task: (setting, method, test image) → a row of metrics (and optionally a ``.nc``).
 
-Study folder layout (everything a report needs)::
+Study folder layout::
 
     study.json            config, package version, folder format
     tasks/<key>.json      one row per finished task (written last, atomically)
-    posteriors/<key>.nc   ArviZ InferenceData of a posterior (truth in constant_data)
+    posteriors/<key>.nc   optional: ArviZ InferenceData of a posterior (truth in constant_data)
     results.csv, summary.md, summary.csv, figures/*.png   written by the report
 
-A task is *done* when ``tasks/<key>.json`` parses, names the task and, if it
-points to a ``.nc``, that file exists: the row is written after the ``.nc``, so
-a task killed in between is simply run again.
+``study.json`` and ``tasks/`` are everything a report or a resumed run needs. A
+task is *done* when ``tasks/<key>.json`` parses, names the task and has status
+``ok``; its ``.nc``, if one was written (before the row), is an extra that may be
+absent, e.g. in a folder committed to git without its samples.
 """
 
 from __future__ import annotations
@@ -105,12 +106,9 @@ def read_row(folder, task: Task) -> dict | None:
 
 
 def task_is_done(folder, task: Task) -> bool:
-    """True when ``task`` finished with status ``ok`` and its files are complete."""
+    """True when ``task``'s row exists and has status ``ok`` (a ``.nc`` is not needed)."""
     row = read_row(folder, task)
-    if row is None or row.get("status") != "ok":
-        return False
-    nc = row.get("posterior_file")
-    return nc is None or (Path(folder) / nc).is_file()
+    return row is not None and row.get("status") == "ok"
 
 
 @functools.lru_cache(maxsize=8)
@@ -127,22 +125,26 @@ def _test_digits(size: int):
     return digits("test", size=size)
 
 
-def run_task(task: Task, folder) -> dict:
-    """Run one task; writes ``posteriors/<key>.nc`` for posteriors, returns its metrics.
+def run_task(task: Task, folder, save_posterior: bool = False) -> dict:
+    """Run one task and return its metrics (and write ``posteriors/<key>.nc`` if asked).
 
     Parameters
     ----------
     task : Task
     folder : str or Path
         The study folder.
+    save_posterior : bool
+        For a posterior, also write its samples, the measurement and the truth to
+        ``posteriors/<key>.nc`` (ArviZ). The metrics do not need it.
 
     Returns
     -------
     dict
         :data:`ROW_METRICS` (NaN where not applicable), ``coverage_levels`` and
         ``coverage`` (all levels, for pooled calibration curves),
-        ``noise_std``, ``seconds`` (wall time of the method alone),
-        ``posterior_file`` (relative path or None) and the method's ``info``.
+        ``noise_std``, ``seconds`` (wall time of the method alone), ``cpu_seconds``
+        (CPU time of the thread that ran it), ``posterior_file`` (relative path, or
+        None when none was written) and the method's ``info``.
     """
     import time
 
@@ -158,17 +160,21 @@ def run_task(task: Task, folder) -> dict:
     truth = _test_digits(s.size)[task.image : task.image + 1]
     meas = simulate(op, truth, relative_noise=s.relative_noise, seed=task.seed)
     prior = _prior(m.prior, s.size) if m.prior is not None else None
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.thread_time()
     result = run_method(m.settings(task.seed), op, meas.y, meas.noise_std, prior)
     seconds = time.perf_counter() - start
+    # CPU time of this thread (torch runs one intra-op thread per task): the task's cost
+    # also on a machine shared with other jobs, where the wall time is inflated.
+    cpu_seconds = time.thread_time() - cpu_start
     x = result.x.detach().to(truth.dtype)
     nan = float("nan")
     out = {k: nan for k in ROW_METRICS}
     out.update(psnr=float(psnr(truth, x, data_range=1.0)[0]),
                ssim=float(ssim(truth, x, data_range=1.0)[0]),
                mse=float((truth - x).square().mean()),
-               noise_std=meas.noise_std, seconds=seconds, posterior_file=None,
-               coverage_levels=None, coverage=None, info=_jsonable(result.info))
+               noise_std=meas.noise_std, seconds=seconds, cpu_seconds=cpu_seconds,
+               posterior_file=None, coverage_levels=None, coverage=None,
+               info=_jsonable(result.info))
     if result.posterior is not None:
         from ...diagnostics import DEFAULT_LEVELS, calibration, to_arviz
 
@@ -179,9 +185,10 @@ def run_task(task: Task, folder) -> dict:
                    calibration_error=report.calibration_error,
                    test_log_likelihood=report.test_log_likelihood, ause=report.ause,
                    coverage_levels=list(report.levels), coverage=list(report.coverage))
-        rel = f"{POSTERIORS_DIR}/{task.key}.nc"
-        write_netcdf(Path(folder) / rel, to_arviz(post, truth=truth[0], y=meas.y[0]))
-        out["posterior_file"] = rel
+        if save_posterior:
+            rel = f"{POSTERIORS_DIR}/{task.key}.nc"
+            write_netcdf(Path(folder) / rel, to_arviz(post, truth=truth[0], y=meas.y[0]))
+            out["posterior_file"] = rel
     return out
 
 

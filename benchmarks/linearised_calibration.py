@@ -82,6 +82,14 @@ def run_image(size: int, index: int, x: torch.Tensor, op, num_samples: int, boot
     return row
 
 
+def write_rows(path: str, argv: dict, rows: list[dict]) -> None:
+    """All rows so far as JSON, replaced atomically (a stopped run keeps its finished images)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as fh:
+        json.dump({"argv": argv, "rows": rows}, fh, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 def table(rows: list[dict]) -> str:
     kinds = [k for k in ("heldout", "none", "bootstrap") if any(k in r for r in rows)]
     lines = ["| size | image | τ | " + " | ".join(f"{k}: 90 % cov., test LL" for k in kinds) + " | s | peak GiB |",
@@ -129,10 +137,7 @@ def main(argv=None) -> None:
               f"none {row['none']['coverage'][1]:.3f} (LL {row['none']['test_log_likelihood']:.3f}){extra}, "
               f"{row['seconds']:.0f} s", flush=True)
         if args.json:
-            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-            with open(args.json + ".tmp", "w") as fh:
-                json.dump({"argv": vars(args), "rows": rows}, fh, indent=1)
-            os.replace(args.json + ".tmp", args.json)
+            write_rows(args.json, vars(args), rows)
     print(table(rows))
 
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
-import os
 import time
 
 import torch
@@ -31,8 +29,8 @@ from bayes_recon.inference.linearised.laplace import LinearisedLaplace
 from bayes_recon.inference.linearised.pipeline import LinearisedDIPConfig, dip_tv_weight, linearised_dip
 from bayes_recon.operators import ParallelBeamCT
 from bayes_recon.operators.holdout import split_measurements
+from linearised_calibration import ANGLES, write_rows  # benchmarks/ is the script's directory
 
-ANGLES = {28: 20, 64: 60, 128: 90}
 Z90 = 1.6448536269514722
 
 
@@ -108,10 +106,7 @@ def main(argv=None):
               f"(cov {row['coverage_sum']['coverage90']:.3f}), oracle {row['tau_oracle90']:.4f}, "
               f"best LL {row['tau_best_ll']:.4f}, {row['seconds']:.0f} s", flush=True)
         if args.json:
-            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-            with open(args.json + ".tmp", "w") as fh:
-                json.dump({"argv": vars(args), "rows": rows}, fh, indent=1)
-            os.replace(args.json + ".tmp", args.json)
+            write_rows(args.json, vars(args), rows)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """How noisy is the held-out discrepancy fit? Every fold's conditional evidence, on training images (issue 21).
 
-Usage: python benchmarks/linearised_heldout_folds.py SPLIT SIZE INDICES [--folds 4] [--json PATH]
+Usage: python benchmarks/linearised_heldout_folds.py SPLIT SIZE INDICES [--folds 4]
+       [--predcp-normalisation sum|mean] [--json PATH]
 
 Same problems as ``benchmarks/linearised_calibration.py`` (5 % noise, σ known, seeds =
 image index, library defaults). Per image: the full fit's Laplace (``calibration="none"``),
@@ -45,9 +46,12 @@ def gaussian_scores(model: DiscrepancyModel, truth: torch.Tensor, taus) -> list[
     return out
 
 
-def run_image(size, index, x, op, folds):
+def run_image(size, index, x, op, folds, normalisation="sum"):
     meas = simulate(op, x, 0.05, seed=index)
     cfg = LinearisedDIPConfig(calibration="none", heldout_folds=folds)
+    if normalisation == "mean":   # the same prior at 28² (κ = 20 · 784), the same per pixel at every size
+        cfg = dataclasses.replace(cfg, predcp_scale=cfg.predcp_scale * 784,
+                                  laplace=dataclasses.replace(cfg.laplace, predcp_normalisation="mean"))
     t0 = time.perf_counter()
     res = linearised_dip(meas.y, op, meas.noise_std, cfg, seed=index, progress=False)
     full = DiscrepancyModel(res.laplace)
@@ -89,6 +93,8 @@ def main(argv=None):
     ap.add_argument("size", type=int, choices=sorted(ANGLES))
     ap.add_argument("indices")
     ap.add_argument("--folds", type=int, default=4)
+    ap.add_argument("--predcp-normalisation", choices=("sum", "mean"), default="sum",
+                    help="'mean': the TV-PredCP per pixel with κ = 20·784 (the default prior at 28²)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -98,7 +104,7 @@ def main(argv=None):
               else natural_patches(args.split, args.size, max(indices) + 1, seed=0))
     rows = []
     for i in indices:
-        row = run_image(args.size, i, truths[i:i + 1], op, args.folds)
+        row = run_image(args.size, i, truths[i:i + 1], op, args.folds, args.predcp_normalisation)
         rows.append(row)
         print(f"{args.split} {args.size}² image {i}: τ fold0 {row['tau_fold0']:.4f} "
               f"(cov {row['coverage_fold0']['coverage90']:.3f}), folds "

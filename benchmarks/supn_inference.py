@@ -289,6 +289,18 @@ def gradient_rows(problem, x, op, prior, reps=2):
     return out
 
 
+def mixing_diagnostics(post, max_tree_depth: int) -> dict:
+    """Why a NUTS run mixes badly: each chain's adapted step size and mean tree depth, the share of
+    draws at the depth bound, and how far apart the chains' means are (in posterior sds, max over z)."""
+    st, z = post.sample_stats, post.z.double()
+    chain_means = z.mean(1)
+    gap = (chain_means.max(0).values - chain_means.min(0).values) / z.reshape(-1, z.shape[-1]).std(0)
+    return {"step_size": [float(s) for s in st["step_size"][:, -1]],
+            "mean_tree_depth": [float(t) for t in st["tree_depth"].mean(1)],
+            "max_tree_depth_hits": float((st["tree_depth"] >= max_tree_depth).mean()),
+            "chain_mean_gap_sd": float(gap.max())}
+
+
 def sampler64_rows(problem, x, op, prior, draws, methods, nuts_config, nuts_draws, seed=0):
     """At 64²: ``evidence="auto"`` → preconditioned surrogate, exact check per draw.
 
@@ -323,7 +335,8 @@ def sampler64_rows(problem, x, op, prior, draws, methods, nuts_config, nuts_draw
                        acceptance_rate=[float(a) for a in e["acceptance_rate"]],
                        rhat=float(az.rhat(idata)["z"].values.max()),
                        mean_steps=float(post.sample_stats["num_steps"].mean()),
-                       divergences=int(post.sample_stats["diverging"].sum()))
+                       divergences=int(post.sample_stats["diverging"].sum()),
+                       **mixing_diagnostics(post, nuts_config.max_tree_depth))
         rows.append(row)
         print(f"  {problem} {method}: {row}", file=sys.stderr)
     return rows

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +200,19 @@ def test_too_few_images_is_inconclusive_and_partial_is_noted(tmp_path):
     assert result.pooled.images == 1 < MIN_IMAGES and result.pooled.lo > 0
     assert result.verdict == "inconclusive at N=2"
     assert result.note == "2 of 12 pairs finished"
+
+
+def test_only_ok_rows_count(tmp_path, synthetic):
+    copy = tmp_path / "copy"
+    shutil.copytree(synthetic, copy)
+    row_path = copy / "tasks" / "ct28-a10-n5__tv__0000.json"
+    row = json.loads(row_path.read_text())
+    assert row["status"] == "ok" and math.isfinite(row["psnr"])
+    row["status"] = "error"  # a finite metric in a row that is not ok does not count
+    row_path.write_text(json.dumps(row))
+    result = evaluate_claim(compare("TV", "FBP"), copy)
+    assert result.pooled.n == evaluate_claim(compare("TV", "FBP"), synthetic).pooled.n - 1
+    assert result.per_setting[0].n == 4
 
 
 def test_missing_folder_and_no_finished_tasks_are_not_run(tmp_path):

@@ -4,14 +4,17 @@
 (:func:`preset`) or a TOML file (:func:`load_config`) — one task per
 (setting, method, image) on a ``dask.distributed`` cluster, writing each
 result atomically into a study folder; :func:`write_report` aggregates the
-folder into ``results.csv``, ``summary.md`` and figures. Command line:
-``bayes-recon study run`` / ``bayes-recon study report``; see ``docs/studies.md``.
+folder into ``results.csv``, ``summary.md`` and figures; :func:`evaluate_claims`
+checks claims (a TOML file of :class:`Claim`) against study folders. Command line:
+``bayes-recon study run`` / ``report`` / ``claims``; see ``docs/studies.md``.
 """
 
 from .config import MethodSpec, Setting, StudyConfig, load_config
 from .presets import PRESETS, preset
 from .execute import StudyRun, execute_task, read_study, run_study
 from .report import aggregate, bootstrap_interval, load_results, write_report
+from .claims import (Claim, ClaimResult, Estimate, claims_table, evaluate_claim,
+                     evaluate_claims, load_claims)
 from .tasks import Task, run_task, study_tasks, task_is_done
 
 __all__ = [
@@ -19,4 +22,6 @@ __all__ = [
     "StudyRun", "execute_task", "read_study", "run_study",
     "aggregate", "bootstrap_interval", "load_results", "write_report",
     "Task", "run_task", "study_tasks", "task_is_done",
+    "Claim", "ClaimResult", "Estimate", "claims_table", "evaluate_claim", "evaluate_claims",
+    "load_claims",
 ]

@@ -1,4 +1,4 @@
-"""The ``bayes-recon study run|report`` subcommands (see docs/studies.md)."""
+"""The ``bayes-recon study run|report|claims`` subcommands (see docs/studies.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..argtypes import NONNEG_INT, POS_INT, positive_float
 
-__all__ = ["add_study_parser", "cmd_study_run", "cmd_study_report"]
+__all__ = ["add_study_parser", "cmd_study_run", "cmd_study_report", "cmd_study_claims"]
 
 
 def cmd_study_run(args: argparse.Namespace) -> int:
@@ -34,8 +34,27 @@ def cmd_study_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study_claims(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from .._io import write_text
+    from .claims import claims_table, evaluate_claims
+
+    results = evaluate_claims(args.claims_file, resamples=args.resamples, seed=args.seed)
+    table = claims_table(results, per_setting=args.per_setting)
+    verdicts = Counter(r.verdict.split(" at N=")[0] for r in results)
+    tally = ", ".join(f"{k}: {verdicts[k]}" for k in ("holds", "does not hold", "inconclusive",
+                                                      "not run") if verdicts[k])
+    if args.out is None:
+        print(table, end="")
+    else:
+        write_text(args.out, table)
+        print(f"{len(results)} claims ({tally}) -> {args.out}")
+    return 0
+
+
 def add_study_parser(sub) -> None:
-    """``study run`` and ``study report`` (calibration studies on Dask, docs/studies.md)."""
+    """``study run``, ``study report`` and ``study claims`` (docs/studies.md)."""
     from .presets import PRESETS
 
     study = sub.add_parser("study", help="calibration studies over test sets on Dask",
@@ -67,3 +86,16 @@ def add_study_parser(sub) -> None:
                           "from the study folder alone.")
     rep.add_argument("study_dir", help="folder written by bayes-recon study run")
     rep.set_defaults(func=cmd_study_report)
+    cl = ssub.add_parser("claims", help="check claims against study folders",
+                         description="Evaluate the claims of a TOML file (docs/studies.md, "
+                         "\"Claims\") on their study folders, paths relative to the file: "
+                         "mean paired difference over images, bootstrap 95% interval, verdict. "
+                         "Prints a Markdown table, or writes it to --out.")
+    cl.add_argument("claims_file", metavar="CLAIMS.toml",
+                    help="claims TOML file ([[claims]] tables)")
+    cl.add_argument("--out", default=None, help="write the table to this file instead of printing")
+    cl.add_argument("--resamples", type=POS_INT, default=2000, help="bootstrap resamples")
+    cl.add_argument("--seed", type=NONNEG_INT, default=0, help="bootstrap seed")
+    cl.add_argument("--per-setting", action="store_true",
+                    help="add a table of the estimate in each setting")
+    cl.set_defaults(func=cmd_study_claims)

@@ -70,17 +70,30 @@ def load_results(folder) -> tuple[StudyConfig, list[dict]]:
     return config, rows
 
 
-def bootstrap_interval(values, seed: int, resamples: int, level: float = 0.95):
+def bootstrap_interval(values, seed: int, resamples: int, level: float = 0.95, groups=None):
     """Percentile bootstrap interval of the mean of ``values`` (see the module docstring).
 
-    Returns ``(nan, nan)`` for no values and ``(v, v)`` for one.
+    Returns ``(nan, nan)`` for no values and ``(v, v)`` for one. With ``groups`` (one
+    label per value, e.g. the image of each value) the ``m`` distinct groups are
+    resampled instead, each drawn group bringing all its values (a cluster
+    bootstrap): ``rng.integers(0, m, size=(resamples, m))``, so with one value per
+    group (sorted by group) the interval is the plain one.
     """
     values = np.asarray(values, dtype=float)
     n = values.size
     if n == 0:
         return math.nan, math.nan
     rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    if groups is None:
+        means = values[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    else:
+        ids, index = np.unique(np.asarray(groups), return_inverse=True)
+        if index.size != n:
+            raise ValueError(f"groups must have one label per value ({n}), got {index.size}")
+        sums = np.bincount(index, weights=values, minlength=ids.size)
+        counts = np.bincount(index, minlength=ids.size).astype(float)
+        draw = rng.integers(0, ids.size, size=(resamples, ids.size))
+        means = sums[draw].sum(axis=1) / counts[draw].sum(axis=1)
     tail = 100 * (1 - level) / 2
     lo, hi = np.percentile(means, [tail, 100 - tail])
     return float(lo), float(hi)

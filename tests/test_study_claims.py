@@ -1,4 +1,4 @@
-"""Claims checked against study folders (``bayes_recon.app.studies.claims``, ``study claims``).
+"""Claims checked against study folders (``bayes_recon.app.studies.claims`` / ``.verdicts``, ``study claims``).
 
 A synthetic study folder is written with the study's own row writer
 (:func:`execute_task` with a ``task_fn`` returning known metrics), so the claims are
@@ -22,9 +22,8 @@ import pytest
 from bayes_recon.app.cli import main
 from bayes_recon.app.studies import (MethodSpec, Setting, StudyConfig, bootstrap_interval,
                                      preset, study_tasks)
-from bayes_recon.app.studies.claims import (CLAIM_METRICS, MIN_IMAGES, Claim, ClaimResult,
-                                            claims_table, evaluate_claim, evaluate_claims,
-                                            load_claims)
+from bayes_recon.app.studies.claims import CLAIM_METRICS, MIN_IMAGES, Claim, load_claims
+from bayes_recon.app.studies.verdicts import ClaimResult, claims_table, evaluate_claim, evaluate_claims
 from bayes_recon.app.studies.execute import execute_task, prepare_folder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ from .config import MethodSpec, Setting, StudyConfig, load_config
 from .presets import PRESETS, preset
 from .execute import StudyRun, execute_task, read_study, run_study
 from .report import aggregate, bootstrap_interval, load_results, write_report
-from .claims import (Claim, ClaimResult, Estimate, claims_table, evaluate_claim,
-                     evaluate_claims, load_claims)
+from .claims import Claim, load_claims
+from .verdicts import ClaimResult, Estimate, claims_table, evaluate_claim, evaluate_claims
 from .tasks import Task, run_task, study_tasks, task_is_done
 
 __all__ = [

@@ -38,7 +38,7 @@ def cmd_study_claims(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from .._io import write_text
-    from .claims import claims_table, evaluate_claims
+    from .verdicts import claims_table, evaluate_claims
 
     results = evaluate_claims(args.claims_file, resamples=args.resamples, seed=args.seed)
     table = claims_table(results, per_setting=args.per_setting)

@@ -7,8 +7,19 @@ The measurement behind the presets' sizes (docs/studies.md, "What the sizes come
     (likewise) mri-spokes --settings mri28-s10-n10 mri28-s60-n5 --out /tmp/cost/mri
     (likewise) denoise --out /tmp/cost/denoise
 
-Prints each task's wall and CPU seconds and the sum; the folder is an ordinary study
-folder (``bayes-recon study report`` works on it).
+(run before the methods of issue 24 joined ``mri-spokes`` and ``denoise``; to repeat
+them on today's presets, add ``--skip PnP-HVAE "HVAE posterior" DPS DiffPIR``).
+
+``--only LABEL ...`` keeps only those methods (e.g. the ones added to a preset);
+``--add LABEL ...`` appends methods of ``presets.CANDIDATE_METHODS`` the preset does not
+have, to measure what adding one would cost:
+
+    (likewise) lindip-protocol --settings ct28-a5-n10 ct28-a30-n5
+        --only DPS DiffPIR "HVAE posterior" --add DPS DiffPIR "HVAE posterior" --out /tmp/cost/ct-new
+
+Prints each task's wall and CPU seconds, the sums, and the mean per method over the
+settings run; the folder is an ordinary study folder (``bayes-recon study report`` works
+on it).
 """
 
 from __future__ import annotations
@@ -19,27 +30,45 @@ import dataclasses
 
 def main() -> None:
     from bayes_recon.app.studies import PRESETS, preset, run_study
+    from bayes_recon.app.studies.presets import CANDIDATE_METHODS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("preset", choices=sorted(PRESETS))
     parser.add_argument("--settings", nargs="*", default=None,
                         help="setting names to keep (default: all)")
     parser.add_argument("--skip", nargs="*", default=(), help="method labels to leave out")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="method labels to keep (default: all; applied after --add)")
+    parser.add_argument("--add", nargs="*", default=(), choices=sorted(CANDIDATE_METHODS),
+                        help="methods of presets.CANDIDATE_METHODS to append if missing")
     parser.add_argument("--out", required=True, help="study folder")
     args = parser.parse_args()
 
     config = preset(args.preset, images=1)  # test digit 0
     settings = [s for s in config.settings if args.settings is None or s.name in args.settings]
-    methods = [m for m in config.methods if m.label not in args.skip]
+    labels = [m.label for m in config.methods]
+    methods = list(config.methods) + [CANDIDATE_METHODS[a] for a in args.add if a not in labels]
+    unknown = sorted(set(args.only or ()) - {m.label for m in methods})
+    if unknown:
+        raise SystemExit(f"--only: no method labelled {unknown} (have {[m.label for m in methods]})")
+    methods = [m for m in methods if m.label not in args.skip
+               and (args.only is None or m.label in args.only)]
     if not settings or not methods:
-        raise SystemExit(f"nothing to run: settings {args.settings}, skipped {args.skip}")
+        raise SystemExit(f"nothing to run: settings {args.settings}, skipped {args.skip}, "
+                         f"only {args.only}")
     config = dataclasses.replace(config, name=f"cost-{args.preset}", settings=tuple(settings),
-                                 methods=tuple(methods))
+                                 methods=tuple(methods)).validate()
     rows = run_study(config, args.out, workers=1, progress=False).rows
     for r in rows:
         print(f"{r['key']:48s} {r['status']:5s} wall {r['seconds']:7.2f} s  "
               f"cpu {r.get('cpu_seconds', float('nan')):7.2f} s")
-    print(f"sum over {len(rows)} tasks: wall {sum(r['seconds'] for r in rows):.1f} s")
+    print(f"sum over {len(rows)} tasks: wall {sum(r['seconds'] for r in rows):.1f} s, "
+          f"cpu {sum(r.get('cpu_seconds', 0.0) for r in rows):.1f} s")
+    for m in methods:
+        mine = [r for r in rows if r["method"] == m.label]
+        print(f"mean of {m.label:32s} over {len(mine)} settings: "
+              f"wall {sum(r['seconds'] for r in mine) / len(mine):7.2f} s  "
+              f"cpu {sum(r.get('cpu_seconds', 0.0) for r in mine) / len(mine):7.2f} s")
 
 
 if __name__ == "__main__":

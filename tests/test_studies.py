@@ -249,6 +249,15 @@ map_iterations = 3
         cfg.validate()
 
 
+def test_lindip_protocol_runs_the_heldout_calibration():
+    """Both linearised-DIP rows of lindip-protocol run the held-out calibration (the
+    library default the preset relies on; docs/studies.md, "Presets")."""
+    dips = [m for m in preset("lindip-protocol").methods if m.method == "linearised-dip"]
+    assert [m.predcp_scale for m in dips] == [0.0, 20.0]
+    for m in dips:
+        assert m.settings(seed=3).dip.calibration == "heldout", m.label
+
+
 def test_unknown_preset_and_method(tmp_path):
     with pytest.raises(ValueError, match="preset must be one of"):
         preset("nope")

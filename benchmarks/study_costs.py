@@ -17,6 +17,10 @@ have, to measure what adding one would cost:
     (likewise) lindip-protocol --settings ct28-a5-n10 ct28-a30-n5
         --only DPS DiffPIR "HVAE posterior" --add DPS DiffPIR "HVAE posterior" --out /tmp/cost/ct-new
 
+``--heldout-fold K`` then also times a truth-free held-out check of each posterior task
+(fold 0 of K, ``app.validation.validate_method`` on the task's own data, as in
+docs/studies.md "Held-out validation"): what adding one to the rows would cost.
+
 Prints each task's wall and CPU seconds, the sums, and the mean per method over the
 settings run; the folder is an ordinary study folder (``bayes-recon study report`` works
 on it).
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
 
 
 def main() -> None:
@@ -41,6 +46,8 @@ def main() -> None:
                         help="method labels to keep (default: all; applied after --add)")
     parser.add_argument("--add", nargs="*", default=(), choices=sorted(CANDIDATE_METHODS),
                         help="methods of presets.CANDIDATE_METHODS to append if missing")
+    parser.add_argument("--heldout-fold", type=int, default=None, metavar="K",
+                        help="also time a held-out check (fold 0 of K) of each posterior task")
     parser.add_argument("--out", required=True, help="study folder")
     args = parser.parse_args()
 
@@ -69,6 +76,33 @@ def main() -> None:
         print(f"mean of {m.label:32s} over {len(mine)} settings: "
               f"wall {sum(r['seconds'] for r in mine) / len(mine):7.2f} s  "
               f"cpu {sum(r.get('cpu_seconds', 0.0) for r in mine) / len(mine):7.2f} s")
+    if args.heldout_fold is not None:
+        heldout_costs(config, rows, args.heldout_fold)
+
+
+def heldout_costs(config, rows, folds: int) -> None:
+    """Time fold 0 of a ``folds``-fold held-out check of every posterior task of ``rows``."""
+    from bayes_recon.app.methods import POSTERIOR_METHODS, load_prior
+    from bayes_recon.app.studies import study_tasks, task_problem
+    from bayes_recon.app.validation import ValidationSettings, validate_method
+
+    check = ValidationSettings(folds=folds, quick=True)
+    by_key = {r["key"]: r for r in rows}
+    for task in study_tasks(config):
+        m, row = task.method, by_key.get(task.key)
+        if m.method not in POSTERIOR_METHODS or row is None or row["status"] != "ok":
+            continue
+        op, _, meas = task_problem(task)  # the task's data; the truth is not used
+        prior = None if m.prior is None else load_prior(m.prior, task.setting.size)
+        start, cpu = time.perf_counter(), time.thread_time()
+        v = validate_method(m.settings(task.seed), op, meas.y, meas.noise_std, prior, check,
+                            progress=False)
+        wall = time.perf_counter() - start
+        ratio = v.excess_variance_ratio
+        print(f"{task.key:48s} held-out fold 0/{folds} ({v.scheme}): wall {wall:7.2f} s  "
+              f"cpu {time.thread_time() - cpu:7.2f} s  = {wall / row['seconds']:.2f}x the task; "
+              f"coverage 90 % {v.coverage_at(0.9):.3f}, excess variance ratio "
+              f"{'n/a' if ratio is None else f'{ratio:.2f}'}")
 
 
 if __name__ == "__main__":

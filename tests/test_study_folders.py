@@ -214,6 +214,22 @@ def test_committed_quick_folder_is_complete_without_samples():
     assert len(list((COMMITTED / "tasks").glob("*.json"))) == len(study_tasks(config))
 
 
+def test_task_problem_rebuilds_the_committed_rows_data():
+    """``task_problem`` (the recipe in docs/studies.md, "Held-out validation") gives the data
+    the committed quick rows were computed on: their noise level, and FBP's PSNR."""
+    from bayes_recon.app.studies import task_problem
+    from bayes_recon.metrics import psnr
+
+    for task in study_tasks(preset("quick")):
+        row = json.loads((COMMITTED / "tasks" / f"{task.key}.json").read_text())
+        op, truth, meas = task_problem(task)
+        assert truth.shape == (1, 1, 28, 28)
+        assert meas.noise_std == pytest.approx(row["noise_std"], rel=1e-6), task.key
+        if task.method.method == "fbp":
+            got = float(psnr(truth, op.fbp(meas.y).to(truth.dtype), data_range=1.0)[0])
+            assert got == pytest.approx(row["psnr"], abs=1e-4), task.key
+
+
 def test_committed_quick_report_regenerates_the_page_table(regenerated_quick):
     summary = (regenerated_quick / "summary.md").read_text()
     assert summary == (COMMITTED / "summary.md").read_text()

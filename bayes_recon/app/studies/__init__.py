@@ -15,13 +15,13 @@ from .execute import StudyRun, execute_task, read_study, run_study
 from .report import aggregate, bootstrap_interval, load_results, write_report
 from .claims import Claim, load_claims
 from .verdicts import ClaimResult, Estimate, claims_table, evaluate_claim, evaluate_claims
-from .tasks import Task, run_task, study_tasks, task_is_done
+from .tasks import Task, run_task, study_tasks, task_is_done, task_problem
 
 __all__ = [
     "PRESETS", "MethodSpec", "Setting", "StudyConfig", "load_config", "preset",
     "StudyRun", "execute_task", "read_study", "run_study",
     "aggregate", "bootstrap_interval", "load_results", "write_report",
-    "Task", "run_task", "study_tasks", "task_is_done",
+    "Task", "run_task", "study_tasks", "task_is_done", "task_problem",
     "Claim", "ClaimResult", "Estimate", "claims_table", "evaluate_claim", "evaluate_claims",
     "load_claims",
 ]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .config import MethodSpec, Setting, StudyConfig
 
-__all__ = ["Task", "study_tasks", "run_task", "task_is_done", "read_row", "versions",
+__all__ = ["Task", "study_tasks", "task_problem", "run_task", "task_is_done", "read_row", "versions",
            "ROW_METRICS", "TASKS_DIR", "POSTERIORS_DIR"]
 
 TASKS_DIR = "tasks"
@@ -125,6 +125,30 @@ def _test_digits(size: int):
     return digits("test", size=size)
 
 
+def task_problem(task: Task):
+    """The operator, truth and measurement of ``task``, exactly as :func:`run_task` makes them.
+
+    For work on a study's data outside the study, e.g. a held-out check of a task's
+    method (docs/studies.md, "Held-out validation").
+
+    Returns
+    -------
+    op : LinearOperator
+    truth : torch.Tensor
+        ``(1, 1, size, size)``: test digit ``task.image``.
+    measurement : Measurement
+        ``y`` and ``noise_std``, simulated with ``task.seed``.
+    """
+    from ...data import simulate
+    from ...data.problems import ProblemConfig, build_operator
+
+    s = task.setting
+    op = build_operator(ProblemConfig(s.problem, size=s.size, angles=s.angles, spokes=s.spokes,
+                                      seed=task.seed))
+    truth = _test_digits(s.size)[task.image : task.image + 1]
+    return op, truth, simulate(op, truth, relative_noise=s.relative_noise, seed=task.seed)
+
+
 def run_task(task: Task, folder, save_posterior: bool = False) -> dict:
     """Run one task and return its metrics (and write ``posteriors/<key>.nc`` if asked).
 
@@ -148,17 +172,12 @@ def run_task(task: Task, folder, save_posterior: bool = False) -> dict:
     """
     import time
 
-    from ...data import simulate
-    from ...data.problems import ProblemConfig, build_operator
     from ...metrics import psnr, ssim
     from .._io import write_netcdf
     from ..methods import run_method
 
     s, m = task.setting, task.method
-    op = build_operator(ProblemConfig(s.problem, size=s.size, angles=s.angles, spokes=s.spokes,
-                                      seed=task.seed))
-    truth = _test_digits(s.size)[task.image : task.image + 1]
-    meas = simulate(op, truth, relative_noise=s.relative_noise, seed=task.seed)
+    op, truth, meas = task_problem(task)
     prior = _prior(m.prior, s.size) if m.prior is not None else None
     start, cpu_start = time.perf_counter(), time.thread_time()
     result = run_method(m.settings(task.seed), op, meas.y, meas.noise_std, prior)

@@ -28,8 +28,9 @@ _DIP = dict(dip_tv_scale=3.0, dip_lr=1e-3, dip_iterations=300, dip_channels=32,
 
 # The learned priors beyond SUPN (issue 24): the hierarchical VAE (PnP-HVAE's MAP and the SVI
 # posterior, docs/hvae.md) and the diffusion prior (DPS, DiffPIR, docs/diffusion.md), the
-# shipped 28² digit priors at the registry defaults; the diffusion samplers with 2 chains ×
-# 16 runs (32 draws), the setting their calibration was measured with. By label, for
+# shipped 28² digit priors at the registry defaults, except that the diffusion samplers run
+# 2 chains × 16 runs (32 draws; the registry's default is 8 per chain), the setting their
+# calibration was measured with. By label, for
 # benchmarks/study_costs.py --add (the cost of one on a preset that does not include it).
 CANDIDATE_METHODS = {m.label: m for m in (
     MethodSpec("PnP-HVAE", "pnp-hvae", prior="digits-hvae"),

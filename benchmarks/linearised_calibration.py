@@ -82,6 +82,14 @@ def run_image(size: int, index: int, x: torch.Tensor, op, num_samples: int, boot
     return row
 
 
+def problem(split: str, size: int, indices: str):
+    """``(indices, operator, truths)`` of a row: digits at 28², natural crops above."""
+    indices = [int(i) for i in indices.split(",") if i]
+    op = ParallelBeamCT(size, ANGLES[size])
+    truths = (digits(split, 28) if size == 28 else natural_patches(split, size, max(indices) + 1, seed=0))
+    return indices, op, truths
+
+
 def write_rows(path: str, argv: dict, rows: list[dict]) -> None:
     """All rows so far as JSON, replaced atomically (a stopped run keeps its finished images)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -123,10 +131,7 @@ def main(argv=None) -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    indices = [int(i) for i in args.indices.split(",") if i]
-    op = ParallelBeamCT(args.size, ANGLES[args.size])
-    truths = (digits(args.split, 28) if args.size == 28
-              else natural_patches(args.split, args.size, max(indices) + 1, seed=0))
+    indices, op, truths = problem(args.split, args.size, args.indices)
     rows = []
     for i in indices:
         row = run_image(args.size, i, truths[i:i + 1], op, args.num_samples, args.bootstrap, args.heldout_folds)

@@ -23,14 +23,13 @@ import time
 
 import torch
 
-from bayes_recon.data import digits, natural_patches, simulate
+from bayes_recon.data import simulate
 from bayes_recon.inference.dip import fit_dip
 from bayes_recon.inference.linearised import DiscrepancyModel, fit_discrepancy
 from bayes_recon.inference.linearised.laplace import LinearisedLaplace
 from bayes_recon.inference.linearised.pipeline import LinearisedDIPConfig, dip_tv_weight, linearised_dip
-from bayes_recon.operators import ParallelBeamCT
 from bayes_recon.operators.holdout import split_measurements
-from linearised_calibration import ANGLES, write_rows  # benchmarks/ is the script's directory
+from linearised_calibration import ANGLES, problem, write_rows  # benchmarks/ is the script's directory
 
 Z90 = 1.6448536269514722
 
@@ -98,10 +97,7 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    indices = [int(i) for i in args.indices.split(",") if i]
-    op = ParallelBeamCT(args.size, ANGLES[args.size])
-    truths = (digits(args.split, 28) if args.size == 28
-              else natural_patches(args.split, args.size, max(indices) + 1, seed=0))
+    indices, op, truths = problem(args.split, args.size, args.indices)
     rows = []
     for i in indices:
         row = run_image(args.size, i, truths[i:i + 1], op, args.folds, args.predcp_normalisation)

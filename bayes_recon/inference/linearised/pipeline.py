@@ -275,7 +275,8 @@ def linearised_dip(y: torch.Tensor, op: LinearOperator, noise_std: float | None 
             del fold, fold_fit  # the fold's Jacobian basis is as large as the full fit's: free it first
             disc = fit_discrepancy(evidences)
             lower, upper = disc.interval
-            if upper**2 - lower**2 <= cfg.heldout_tolerance * (mean_variance + disc.std**2):
+            if (cfg.heldout_tolerance == math.inf
+                    or upper**2 - lower**2 <= cfg.heldout_tolerance * (mean_variance + disc.std**2)):
                 break
         disc.seconds = time.perf_counter() - t0
         posterior = DiscrepancyModel(la).posterior(disc.std, cfg.num_samples, seed=seed, base=posterior, fit=disc)

@@ -57,7 +57,7 @@ def run_image(size, index, x, op, folds, normalisation="sum"):
     scale = float(full.x_star.pow(2).mean().sqrt())
     taus = [0.0] + [scale * 10 ** e for e in torch.linspace(-3, 0, 31).tolist()]
     gamma = dip_tv_weight(cfg, op, meas.y, meas.noise_std)
-    fold_rows, curves = [], []
+    fold_rows, curves, nested_fits = [], [], []
     for k in range(folds):
         split = split_measurements(op, k, folds, None, seed=index)
         ff = fit_dip(split.fit_measurement(meas.y), split.fit_op, gamma, cfg.iterations, lr=cfg.lr,
@@ -67,20 +67,30 @@ def run_image(size, index, x, op, folds, normalisation="sum"):
         fold.optimise_evidence(cfg.evidence_iterations, predcp_scale=cfg.predcp_scale, progress=False)
         model = DiscrepancyModel(fold)
         y_held = split.held_measurement(meas.y)
-        evidence = model.heldout_evidence(split.held_op, y_held)
+        nested = model.heldout_evidence(split.held_op, y_held, full=full)
+        evidence = dataclasses.replace(nested, excess_variance=0.0)
         curve = [evidence.log_prob(t) for t in taus]
         fitk = fit_discrepancy(evidence)
-        fold_rows.append({"fold": k, **fitk.to_dict()})
+        fitc = fit_discrepancy(nested)
+        fold_rows.append({"fold": k, **fitk.to_dict(), "excess_variance": nested.excess_variance,
+                          "std_nested": fitc.std, "interval_nested": list(fitc.interval)})
         curves.append(curve)
+        nested_fits.append(nested)
         del fold, ff, model, evidence
-        print(f"  image {index} fold {k}: τ = {fitk.std:.4f}, gain {fitk.log_conditional_evidence - fitk.log_conditional_evidence_without:.2f} nats", flush=True)
+        print(f"  image {index} fold {k}: τ = {fitk.std:.4f}, gain {fitk.log_conditional_evidence - fitk.log_conditional_evidence_without:.2f} nats; "
+              f"e = {nested.excess_variance:.3g}, nested τ = {fitc.std:.4f}", flush=True)
     total = [sum(c[i] for c in curves) for i in range(len(taus))]
     best = max(range(len(taus)), key=lambda i: total[i])
     grid = gaussian_scores(full, x[0], taus)
     oracle = min(grid, key=lambda g: abs(g["coverage90"] - 0.9))
     best_ll = max(grid, key=lambda g: g["log_density"])
     fold0 = fold_rows[0]["std"]
-    return {"size": size, "image": index, "folds": fold_rows, "taus": taus, "curves": curves, "grid": grid,
+    nested0, nested_sum = fold_rows[0]["std_nested"], fit_discrepancy(nested_fits).std
+    return {"tau_nested_fold0": nested0, "tau_nested_sum": nested_sum,
+            "coverage_nested_fold0": gaussian_scores(full, x[0], [nested0])[0],
+            "coverage_nested_sum": gaussian_scores(full, x[0], [nested_sum])[0],
+            "coverage_sum_exact": gaussian_scores(full, x[0], [fit_discrepancy(
+                [dataclasses.replace(f, excess_variance=0.0) for f in nested_fits]).std])[0],"size": size, "image": index, "folds": fold_rows, "taus": taus, "curves": curves, "grid": grid,
             "tau_sum": taus[best], "tau_fold0": fold0, "tau_oracle90": oracle["tau"], "tau_best_ll": best_ll["tau"],
             "coverage_fold0": gaussian_scores(full, x[0], [fold0])[0],
             "coverage_sum": grid[best], "seconds": time.perf_counter() - t0}
@@ -106,7 +116,11 @@ def main(argv=None):
               f"(cov {row['coverage_fold0']['coverage90']:.3f}), folds "
               f"{[round(f['std'], 4) for f in row['folds']]}, τ sum {row['tau_sum']:.4f} "
               f"(cov {row['coverage_sum']['coverage90']:.3f}), oracle {row['tau_oracle90']:.4f}, "
-              f"best LL {row['tau_best_ll']:.4f}, {row['seconds']:.0f} s", flush=True)
+              f"best LL {row['tau_best_ll']:.4f}, {row['seconds']:.0f} s; nested τ fold0 "
+              f"{row['tau_nested_fold0']:.4f} (cov {row['coverage_nested_fold0']['coverage90']:.3f}, "
+              f"LL {row['coverage_nested_fold0']['log_density']:.3f}), sum {row['tau_nested_sum']:.4f} "
+              f"(cov {row['coverage_nested_sum']['coverage90']:.3f}, LL {row['coverage_nested_sum']['log_density']:.3f})",
+              flush=True)
         if args.json:
             write_rows(args.json, vars(args), rows)
 

@@ -264,3 +264,95 @@ def test_pipeline_heldout_refuses_the_scalable_path():
     cfg = LinearisedDIPConfig(iterations=5, network=SMALL, laplace=LaplaceConfig(path="scalable"))
     with pytest.raises(ValueError, match="calibration='heldout' needs the exact or subspace path"):
         linearised_dip(meas.y, op, meas.noise_std, cfg, progress=False)
+
+
+def test_mean_variance_is_the_mean_of_the_variance_map(fold_problem):
+    la, _, _ = fold_problem
+    model = DiscrepancyModel(la)
+    for tau in (0.0, 0.07):
+        assert model.mean_variance(tau) == pytest.approx(float(model.variance(tau).mean()), rel=1e-9)
+
+
+def test_nested_evidence_is_the_folds_evidence_at_the_shifted_tau(fold_problem):
+    """With ``full``, fold variance ``τ² + e``, ``e = mean((x*_fold − x*_full)²) − (v̄_fold − v̄_full)``."""
+    la, split, meas = fold_problem
+    fold = DiscrepancyModel(la)
+    # A "full" fit: the same Laplace pieces with x* moved (a stand-in, so e is known by hand).
+    full = DiscrepancyModel(la)
+    gen = torch.Generator().manual_seed(3)
+    full.x_star = fold.x_star + 0.04 * torch.randn(fold.x_star.shape, generator=gen, dtype=torch.float64)
+    y_h = split.held_measurement(meas.y)
+    plain = fold.heldout_evidence(split.held_op, y_h)
+    nested = fold.heldout_evidence(split.held_op, y_h, full=full)
+    expected = float((fold.x_star - full.x_star).pow(2).mean())      # same Laplace: v̄ terms cancel
+    assert nested.excess_variance == pytest.approx(expected, rel=1e-9)
+    for tau in (0.0, 0.02, 0.1):
+        assert nested.log_prob(tau) == pytest.approx(plain.log_prob(math.sqrt(tau**2 + expected)), abs=1e-9)
+    # A negative e: the fold's τ is 0 up to τ = sqrt(-e), and the fit finds the maximiser above the plateau.
+    shrunk = HeldoutEvidence(**{**plain.__dict__, "excess_variance": -0.02**2})
+    best_plain = fit_discrepancy(plain)
+    best = fit_discrepancy(shrunk)
+    if best_plain.std > 0:
+        assert best.std == pytest.approx(math.sqrt(best_plain.std**2 + 0.02**2), rel=1e-2)
+    assert shrunk.log_prob(0.0) == pytest.approx(shrunk.log_prob(0.019), abs=1e-12)
+    with pytest.raises(TypeError, match="full must be a DiscrepancyModel"):
+        fold.heldout_evidence(split.held_op, y_h, full=la)
+
+
+def test_nested_correction_is_unbiased_for_posterior_means():
+    """For exact posterior means of nested data sets, ``e`` has mean 0 (the identity behind the correction).
+
+    A linear-Gaussian model, x ~ N(0, K), y = A x + ε, fold = 3/4 of the rows: over 400 draws the
+    mean of ``mean((m_fold − m_full)²) − (v̄_fold − v̄_full)`` is within 4 standard errors of 0,
+    while ``mean((m_fold − x)²) − mean((m_full − x)²) − mean((m_fold − m_full)²)`` is too.
+    """
+    gen = torch.Generator().manual_seed(0)
+    n, m = 36, 24
+    g = torch.randn(n, n, generator=gen, dtype=torch.float64)
+    k = g @ g.T / n + 0.1 * torch.eye(n, dtype=torch.float64)
+    a = torch.randn(m, n, generator=gen, dtype=torch.float64)
+    s2 = 0.3
+    keep = torch.arange(m) % 4 != 0
+
+    def posterior(rows, y):
+        ar = a[rows]
+        s = ar @ k @ ar.T + s2 * torch.eye(int(rows.sum()), dtype=torch.float64)
+        gain = k @ ar.T @ torch.linalg.inv(s)
+        return gain @ y[rows], k - gain @ ar @ k
+
+    every = torch.ones(m, dtype=torch.bool)
+    chol = torch.linalg.cholesky(k)
+    excess, identity = [], []
+    for _ in range(400):
+        x = chol @ torch.randn(n, generator=gen, dtype=torch.float64)
+        y = a @ x + s2**0.5 * torch.randn(m, generator=gen, dtype=torch.float64)
+        m_full, c_full = posterior(every, y)
+        m_fold, c_fold = posterior(keep, y)
+        d = float((m_fold - m_full).pow(2).mean())
+        excess.append(d - float(c_fold.diagonal().mean() - c_full.diagonal().mean()))
+        identity.append(float((m_fold - x).pow(2).mean() - (m_full - x).pow(2).mean()) - d)
+    for vals in (torch.tensor(excess), torch.tensor(identity)):
+        assert abs(float(vals.mean())) <= 4 * float(vals.std()) / 20
+
+
+def test_prefer_zero_keeps_the_laplace_unless_tau_zero_is_rejected(fold_problem):
+    la, split, meas = fold_problem
+    model = DiscrepancyModel(la)
+    plain = model.heldout_evidence(split.held_op, split.held_measurement(meas.y))
+    free = fit_discrepancy(plain)
+    tested = fit_discrepancy(plain, prefer_zero=True)
+    assert tested.maximiser == free.std == free.maximiser and tested.interval == free.interval
+    rejected = free.log_conditional_evidence - free.log_conditional_evidence_without > 1.9207
+    assert tested.std == (free.std if rejected else 0.0)
+    # A planted discrepancy far above the noise: rejected, so prefer_zero changes nothing.
+    big = HeldoutEvidence(**{**plain.__dict__, "residual": plain.residual * 6})
+    assert fit_discrepancy(big, prefer_zero=True).std == fit_discrepancy(big).std > 0
+    with pytest.raises(TypeError, match="prefer_zero"):
+        fit_discrepancy(plain, prefer_zero=1)
+
+
+@pytest.mark.parametrize("field", ["heldout_nested_correction", "heldout_prefer_zero"])
+def test_pipeline_rejects_non_bool_heldout_switches(field):
+    op = ParallelBeamCT(12, 8)
+    with pytest.raises(TypeError, match=f"config.{field} must be a bool"):
+        linearised_dip(torch.zeros(1, *op.range_shape), op, 0.1, LinearisedDIPConfig(**{field: 1}), progress=False)

@@ -75,6 +75,9 @@ class DiscrepancyFit:
     level : float
     fold_std : list of float
         Each fold's own maximiser (a spread of the estimate; not used for ``std``).
+    maximiser : float
+        The ``τ`` maximising the summed evidence (``std`` unless ``prefer_zero``
+        set it to 0).
     """
 
     std: float
@@ -87,6 +90,7 @@ class DiscrepancyFit:
     interval: tuple = (0.0, math.inf)
     level: float = 0.95
     fold_std: list = field(default_factory=list)
+    maximiser: float = math.nan
 
     def to_dict(self) -> dict:
         out = dict(self.__dict__)
@@ -128,6 +132,11 @@ class HeldoutEvidence:
         ``y_held - A_h x* (m_h,)``.
     scale : float
         ``rms(x*)`` of the fold's reconstruction (sets the default search bounds).
+    excess_variance : float
+        ``e``: the fold's discrepancy variance is taken as ``τ² + e`` (clipped at
+        0), with ``τ`` the *full* fit's. 0 unless a full fit was given to
+        :meth:`DiscrepancyModel.heldout_evidence` (then ``e`` is the nested-fit
+        correction, see there).
     """
 
     data_factor: torch.Tensor
@@ -137,6 +146,7 @@ class HeldoutEvidence:
     held_gram_diagonal: torch.Tensor
     residual: torch.Tensor
     scale: float
+    excess_variance: float = 0.0
 
     @property
     def num_heldout(self) -> int:
@@ -145,10 +155,12 @@ class HeldoutEvidence:
     def log_prob(self, std: float) -> float:
         """``log p(y_held | y_fit, τ = std)``.
 
-        ``N(A_h x*, A_h F P⁻¹ Fᵀ A_hᵀ + D_h)`` with ``D_h = σ² + τ² diag(A_h A_hᵀ)``,
-        by the matrix determinant lemma and Woodbury (``O(m_h k²)``).
+        ``N(A_h x*, A_h F P⁻¹ Fᵀ A_hᵀ + D_h)`` with ``D_h = σ² + τ_k² diag(A_h A_hᵀ)``,
+        ``τ_k² = max(τ² + e, 0)`` (``e = excess_variance``), by the matrix
+        determinant lemma and Woodbury (``O(m_h k²)``).
         """
         std = check_positive("std", std, allow_zero=True)
+        std = math.sqrt(max(std**2 + self.excess_variance, 0.0))
         with torch.no_grad():
             chol = _weight_cholesky(self.data_factor, self.gram_diagonal, self.noise_variance, std)
             g = torch.linalg.solve_triangular(chol, self.held_factor.T, upper=False).T    # A_h F L⁻ᵀ (m_h, k)
@@ -261,7 +273,17 @@ class DiscrepancyModel:
             eta = torch.randn(num_samples, n, generator=generator, dtype=torch.float64, device=self.factor.device)
             return self.x_star[None] + (self.factor @ w).T + std * eta
 
-    def heldout_evidence(self, held_op: LinearOperator, y_held: torch.Tensor) -> HeldoutEvidence:
+    def mean_variance(self, std: float = 0.0) -> float:
+        """Mean posterior variance per pixel, ``tr(F P⁻¹ Fᵀ) / N + τ²`` (``O(N k²)``, no ``N``-vector kept)."""
+        std = check_positive("std", std, allow_zero=True)
+        with torch.no_grad():
+            chol = self._posterior_weights(std)
+            gram = self.factor.T @ self.factor
+            inv = torch.cholesky_inverse(chol)
+            return float((inv * gram).sum()) / self.factor.shape[0] + std**2
+
+    def heldout_evidence(self, held_op: LinearOperator, y_held: torch.Tensor,
+                         full: "DiscrepancyModel | None" = None) -> HeldoutEvidence:
         """The conditional evidence of measurements ``y_held`` of ``held_op`` given this fit's data.
 
         Parameters
@@ -270,6 +292,21 @@ class DiscrepancyModel:
             Forward model of the held-out measurements (same image domain).
         y_held : torch.Tensor
             ``(1, *held_op.range_shape)``.
+        full : DiscrepancyModel, optional
+            The fit to *all* measurements, whose ``τ`` is wanted. This fit (a
+            fold) saw fewer data, so its reconstruction is further from the
+            truth than the full one, and a ``τ`` fitted for the fold overstates
+            the full fit's. Given ``full``, the evidence is parameterised by the
+            full fit's ``τ``: the fold's discrepancy variance is ``τ² + e`` with
+
+                ``e = mean((x*_fold − x*_full)²) − (v̄_fold − v̄_full)``,
+
+            ``v̄`` each Laplace's mean posterior variance. Why: for estimates
+            from nested data, the full estimate's error is orthogonal to the
+            difference of the two (exact for posterior means), so
+            ``E|x*_fold − x|² = E|x*_full − x|² + E|x*_fold − x*_full|²``;
+            ``e`` is the part of the observed difference the Laplaces do not
+            already predict.
         """
         if not isinstance(held_op, LinearOperator):
             raise TypeError(f"held_op must be a LinearOperator, got {type(held_op).__name__}")
@@ -285,9 +322,18 @@ class DiscrepancyModel:
             y = y_held.to(dev)
             y = torch.cat([y.real, y.imag], 1) if y.is_complex() else y
             r = y.reshape(-1).to(torch.float64) - forward_rows(held_op, self.x_star[None]).reshape(-1)
+            excess = 0.0
+            if full is not None:
+                if not isinstance(full, DiscrepancyModel):
+                    raise TypeError(f"full must be a DiscrepancyModel, got {type(full).__name__}")
+                if full.x_star.shape != self.x_star.shape:
+                    raise ValueError(f"full must be a fit of the same image, shape {tuple(self.x_star.shape)}, "
+                                     f"got {tuple(full.x_star.shape)}")
+                diff = float((self.x_star - full.x_star.to(self.x_star)).pow(2).mean())
+                excess = diff - (self.mean_variance() - full.mean_variance())
             return HeldoutEvidence(self.data_factor, self.gram_diagonal, self.noise_variance,
                                    self._project(held_op, self.factor), held_op.gram_diagonal(device=dev), r,
-                                   float(self.x_star.pow(2).mean().sqrt()))
+                                   float(self.x_star.pow(2).mean().sqrt()), excess)
 
     def posterior(self, std: float, num_samples: int, seed: int = 0, base: Posterior | None = None,
                   fit: DiscrepancyFit | None = None) -> Posterior:
@@ -311,7 +357,7 @@ class DiscrepancyModel:
 
 
 def fit_discrepancy(evidence, bounds: tuple[float, float] | None = None, tolerance: float = 1e-3,
-                    level: float = 0.95) -> DiscrepancyFit:
+                    level: float = 0.95, prefer_zero: bool = False) -> DiscrepancyFit:
     """``τ`` maximising the summed conditional evidence ``Σ_k log p(y_k | y_-k, τ)`` of one or more folds.
 
     Parameters
@@ -325,11 +371,16 @@ def fit_discrepancy(evidence, bounds: tuple[float, float] | None = None, toleran
         Absolute tolerance on ``log τ``.
     level : float
         Probability of the likelihood-ratio interval reported in ``interval``.
+    prefer_zero : bool
+        ``std = 0`` whenever ``τ = 0`` lies inside that interval, i.e. unless the
+        held-out data reject the Laplace as it is by a likelihood-ratio test at
+        ``1 - level`` (``maximiser`` keeps the maximiser).
 
     Returns
     -------
     DiscrepancyFit
-        ``std = 0`` if ``τ = 0`` scores at least as well as the best ``τ`` found.
+        ``std = 0`` if ``τ = 0`` scores at least as well as the best ``τ`` found
+        (or, with ``prefer_zero``, is not rejected).
     """
     t0 = time.perf_counter()
     if isinstance(evidence, HeldoutEvidence):
@@ -341,12 +392,19 @@ def fit_discrepancy(evidence, bounds: tuple[float, float] | None = None, toleran
     if not folds or not all(isinstance(f, HeldoutEvidence) for f in folds):
         raise TypeError("evidence must be a HeldoutEvidence or a non-empty sequence of them")
     check_probability("level", level)
+    if not isinstance(prefer_zero, bool):
+        raise TypeError(f"prefer_zero must be a bool, got {type(prefer_zero).__name__}")
     if bounds is None:
         scale = sum(f.scale for f in folds) / len(folds) or 1.0
         bounds = (1e-4 * scale, 10 * scale)
     lo, hi = (check_positive("bounds[0]", bounds[0]), check_positive("bounds[1]", bounds[1]))
     if not lo < hi:
         raise ValueError(f"bounds must be increasing, got {bounds}")
+    # Below sqrt(-e) for every fold the summed evidence is flat (each fold's τ_k is 0 there):
+    # start the search above that plateau, where a bounded scalar search can see the slope.
+    plateau = math.sqrt(max(0.0, -max(f.excess_variance for f in folds)))
+    if plateau > 0:
+        lo = min(max(lo, plateau * (1 + 1e-6)), hi * (1 - 1e-6))
     count = [0]
 
     def total(std):
@@ -370,7 +428,8 @@ def fit_discrepancy(evidence, bounds: tuple[float, float] | None = None, toleran
         lower = lo if gap(math.log(lo)) >= 0 else math.exp(brentq(gap, math.log(lo), centre, xtol=tolerance))
     upper = hi if gap(math.log(hi)) >= 0 else math.exp(brentq(gap, centre, math.log(hi), xtol=tolerance))
     fold_std = [maximise(f.log_prob)[0] for f in folds] if len(folds) > 1 else [best]
-    return DiscrepancyFit(std=best, log_conditional_evidence=value, log_conditional_evidence_without=without,
+    std, fitted = (0.0, without) if prefer_zero and lower == 0.0 else (best, value)
+    return DiscrepancyFit(std=std, log_conditional_evidence=fitted, log_conditional_evidence_without=without,
                           num_heldout=sum(f.num_heldout for f in folds), evaluations=count[0],
                           seconds=time.perf_counter() - t0, num_folds=len(folds), interval=(lower, upper),
-                          level=level, fold_std=fold_std)
+                          level=level, fold_std=fold_std, maximiser=best)

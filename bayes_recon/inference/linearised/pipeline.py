@@ -88,6 +88,18 @@ class LinearisedDIPConfig:
         crops from 0.839 to 0.884 mean 90 % coverage (worst 0.629 → 0.804) but
         over-widened 28² test digits 0 and 1 (0.994, 0.960), so the default
         stays one fold (docs/scaling.md, "Summing folds").
+    heldout_nested_correction : bool
+        Fit the *full* fit's ``τ``: each fold's discrepancy variance is
+        ``τ² + e_k``, ``e_k`` the fold's squared distance to the full
+        reconstruction beyond what the two Laplaces predict
+        (:meth:`~.discrepancy.DiscrepancyModel.heldout_evidence` with ``full``).
+        A fold saw fewer data, so without it ``τ`` is the fold's, larger than
+        the full fit's.
+    heldout_prefer_zero : bool
+        ``τ = 0`` unless the summed held-out evidence rejects ``τ = 0`` by a
+        likelihood-ratio test at 5 % (:func:`~.discrepancy.fit_discrepancy`
+        with ``prefer_zero``): the discrepancy is added only when the held-out
+        data ask for it.
     heldout_scheme : str or None
         How measurements are held out
         (:data:`~bayes_recon.operators.holdout.HOLDOUT_SCHEMES`); None: the
@@ -127,6 +139,8 @@ class LinearisedDIPConfig:
     heldout_folds: int = 4
     heldout_max_fits: int | None = None
     heldout_tolerance: float = math.inf
+    heldout_nested_correction: bool = False
+    heldout_prefer_zero: bool = False
     heldout_scheme: str | None = None
     bootstrap_fits: int = 4
     bootstrap_min_scale: float = 1.0
@@ -227,6 +241,9 @@ def linearised_dip(y: torch.Tensor, op: LinearOperator, noise_std: float | None 
     tol = cfg.heldout_tolerance
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:   # inf allowed: one fold
         raise ValueError(f"config.heldout_tolerance must be a number >= 0 (inf: one fold), got {tol!r}")
+    for name in ("heldout_nested_correction", "heldout_prefer_zero"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise TypeError(f"config.{name} must be a bool, got {type(getattr(cfg, name)).__name__}")
     if cfg.heldout_scheme is not None:
         check_choice("config.heldout_scheme", cfg.heldout_scheme, HOLDOUT_SCHEMES)
     check_positive("config.bootstrap_min_scale", cfg.bootstrap_min_scale, allow_zero=True)
@@ -263,6 +280,7 @@ def linearised_dip(y: torch.Tensor, op: LinearOperator, noise_std: float | None 
         # The fold takes the full fit's path and budget: "auto" would re-decide from the memory
         # free *now*, and the discrepancy needs a dense prior factor (exact or subspace).
         fold_cfg = dataclasses.replace(cfg.laplace, path=la.path, memory_budget=la.memory_budget)
+        full = DiscrepancyModel(la) if cfg.heldout_nested_correction else None
         evidences = []
         for k in range(cfg.heldout_max_fits or cfg.heldout_folds):
             split = split_measurements(op, k, cfg.heldout_folds, cfg.heldout_scheme, seed=seed)
@@ -271,15 +289,16 @@ def linearised_dip(y: torch.Tensor, op: LinearOperator, noise_std: float | None 
             fold = LinearisedLaplace(fold_fit, split.fit_op, noise_std=noise_std, config=fold_cfg,
                                      progress=progress)
             fold.optimise_evidence(cfg.evidence_iterations, predcp_scale=cfg.predcp_scale, progress=progress)
-            evidences.append(DiscrepancyModel(fold).heldout_evidence(split.held_op, split.held_measurement(y)))
+            evidences.append(DiscrepancyModel(fold).heldout_evidence(split.held_op, split.held_measurement(y),
+                                                                     full=full))
             del fold, fold_fit  # the fold's Jacobian basis is as large as the full fit's: free it first
-            disc = fit_discrepancy(evidences)
+            disc = fit_discrepancy(evidences, prefer_zero=cfg.heldout_prefer_zero)
             lower, upper = disc.interval
             if (cfg.heldout_tolerance == math.inf
                     or upper**2 - lower**2 <= cfg.heldout_tolerance * (mean_variance + disc.std**2)):
                 break
         disc.seconds = time.perf_counter() - t0
-        posterior = DiscrepancyModel(la).posterior(disc.std, cfg.num_samples, seed=seed, base=posterior, fit=disc)
+        posterior = (full or DiscrepancyModel(la)).posterior(disc.std, cfg.num_samples, seed=seed, base=posterior, fit=disc)
     elif cfg.calibration == "bootstrap":
         def refit(y_k, k):
             # A fresh seed per refit: a random initialisation is part of the DIP's error.

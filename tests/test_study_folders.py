@@ -259,3 +259,31 @@ def test_presets_table_in_docs_states_their_sizes():
         config = preset(name)
         assert int(cells[3]) == config.images, name
         assert int(cells[4]) == len(study_tasks(config)), name
+
+
+# ------------------------------------------------------------ the committed preset folders
+
+DENOISE = ROOT / "studies" / "denoise"
+
+
+def test_committed_denoise_report_regenerates_the_page_table(tmp_path):
+    """The full ``denoise`` preset's folder: complete, no samples, and its report rebuilt from
+    the committed ``study.json`` and task rows alone is the table docs/results.md quotes."""
+    config = preset("denoise")
+    assert not (DENOISE / "posteriors").exists()
+    tasks = study_tasks(config)
+    assert len(tasks) == 648 and all(task_is_done(DENOISE, t) for t in tasks)
+    copy = tmp_path / "denoise"
+    (copy / "tasks").mkdir(parents=True)
+    shutil.copy2(DENOISE / "study.json", copy / "study.json")
+    for row in (DENOISE / "tasks").glob("*.json"):
+        shutil.copy2(row, copy / "tasks" / row.name)
+    write_report(copy)
+    summary = (copy / "summary.md").read_text()
+    assert summary == (DENOISE / "summary.md").read_text()
+    block = committed_table_block(summary)
+    assert len([line for line in block if line.startswith("| denoise28-")]) == 18
+    section = page_section("`denoise`: the full preset")
+    page_block = [line for line in section.splitlines() if line.startswith(("- bayes_recon:",
+                  "- Commit:", "- Machine:", "- Dates:", "- Compute:", "|"))]
+    assert page_block == block

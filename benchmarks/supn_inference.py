@@ -424,6 +424,8 @@ def main(argv=None) -> None:
                     help="only the 64² table of the preconditioned surrogate (issue 25)")
     ap.add_argument("--nuts-probes", type=int, default=16, help="--preconditioned64: SLQ probes of NUTS")
     ap.add_argument("--nuts-warmup", type=int, default=None, help="--preconditioned64: NUTS warm-up")
+    ap.add_argument("--nuts-quadratic-probes", type=int, default=0,
+                    help="--preconditioned64: SLQConfig.quadratic_probes of NUTS (½tr(E²) split off)")
     ap.add_argument("--nuts-problems", nargs="*", default=None,
                     help="--preconditioned64: substrings of the problems NUTS runs on (default all)")
     ap.add_argument("--parallel-chains", action="store_true", help="--preconditioned64: NUTS chains at once")
@@ -441,7 +443,9 @@ def main(argv=None) -> None:
                        if args.samplers is None or mth in args.samplers]
             if methods and args.nuts_problems and not any(p in problem for p in args.nuts_problems):
                 methods = [mth for mth in methods if mth != "nuts"]
-            nuts_cfg = SamplingConfig(slq=SLQConfig(num_probes=args.nuts_probes), warmup=args.nuts_warmup,
+            nuts_cfg = SamplingConfig(slq=SLQConfig(num_probes=args.nuts_probes,
+                                                    quadratic_probes=args.nuts_quadratic_probes),
+                                      warmup=args.nuts_warmup,
                                       parallel_chains=args.parallel_chains)
             out["samplers"] += sampler64_rows(problem, x, op, prior, args.draws, methods, nuts_cfg,
                                               args.nuts_draws)

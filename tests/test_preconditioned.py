@@ -103,11 +103,46 @@ def test_preconditioned_log_det_mean_and_variance_match_exact(size, angles):
     assert 0.5 < ratio < 2.0, ratio
 
 
-def test_preconditioned_is_exact_at_the_reference_and_its_gradient_matches_dense():
+def test_quadratic_split_is_unbiased_reports_its_variance_and_narrows_the_spread():
+    """``quadratic_probes``: ½tr(E²) by its own probes, Lanczos only on the third-order rest.
+
+    At z = z₀ + 0.5ε (32² CT, 30 angles: the first-order control variate is ~80 nats off), over
+    16 probe seeds: the mean is the exact log|P| within 4 standard errors, the reported
+    variance matches the spread (factor 2), and the spread is at least 1.8× narrower than with
+    the same 4 Lanczos probes alone (2.8 → 1.0 nats when written)."""
     prior, op, y, sigma = natural_problem(32, 30)
     z0 = initial_latent(y, op, prior).to(F64)
     ref = PrecisionReference.from_distribution(decode64(prior, z0), op, sigma)
-    slq = SLQConfig(preconditioner=ref)
+    z = z0 + 0.5 * torch.randn(z0.shape, generator=torch.Generator().manual_seed(3), dtype=F64)
+    with torch.no_grad():
+        dist = decode64(prior, z)
+        exact = float(exact_log_det(dist, op, sigma)[0])
+        idx, w = _factor_rows(dist)
+        s = torch.full((1,), sigma ** -2, dtype=F64)
+        _, b = _residual_terms(dist, y, op, s)
+        spread = {}
+        for k2 in (0, 64):
+            runs = [preconditioned_terms(w, idx, s, b, ref, SLQConfig(num_probes=4, quadratic_probes=k2, seed=seed))
+                    for seed in range(16)]
+            values = np.array([float(r.log_det[0]) for r in runs])
+            spread[k2] = values.std(ddof=1)
+        variances = [float(r.variance[0]) for r in runs]
+    assert abs(float(runs[0].control_variate[0]) - exact) > 20 * spread[64]
+    assert abs(values.mean() - exact) < 4 * spread[64] / math.sqrt(values.size)
+    assert 0.5 < np.mean(variances) / spread[64] ** 2 < 2.0
+    assert spread[0] > 1.8 * spread[64], spread
+    with pytest.raises(ValueError, match="quadratic_probes"):
+        SLQConfig(quadratic_probes=1)
+    with pytest.raises(TypeError, match="quadratic_probes"):
+        SLQConfig(quadratic_probes=2.0)
+
+
+@pytest.mark.parametrize("quadratic_probes", [0, 64])
+def test_preconditioned_is_exact_at_the_reference_and_its_gradient_matches_dense(quadratic_probes):
+    prior, op, y, sigma = natural_problem(32, 30)
+    z0 = initial_latent(y, op, prior).to(F64)
+    ref = PrecisionReference.from_distribution(decode64(prior, z0), op, sigma)
+    slq = SLQConfig(preconditioner=ref, quadratic_probes=quadratic_probes)
     at_ref = marginal_log_likelihood(decode64(prior, z0), y, op, sigma, "slq", slq)
     dense = marginal_log_likelihood(decode64(prior, z0), y, op, sigma, "dense")
     assert float(at_ref.detach()) == pytest.approx(float(dense.detach()), abs=1e-8)  # M = I: nothing is estimated
@@ -118,14 +153,15 @@ def test_preconditioned_is_exact_at_the_reference_and_its_gradient_matches_dense
     assert float((g_pre - g_dense).norm() / g_dense.norm()) < 0.03
 
 
-def test_preconditioned_noise_precision_gradient_matches_dense():
+@pytest.mark.parametrize("quadratic_probes", [0, 64])
+def test_preconditioned_noise_precision_gradient_matches_dense(quadratic_probes):
     """σ moves away from the reference's σ̂ (type-II estimation): value and ∂/∂σ still match dense."""
     vae, op, y, z, ref = blur8_problem()
     sigma = torch.tensor(0.105, dtype=F64, requires_grad=True)
     dense = marginal_log_likelihood(decode64(vae, z), y, op, sigma, "dense")
     (g_dense,) = torch.autograd.grad(dense.sum(), sigma)
-    pre = marginal_log_likelihood(decode64(vae, z), y, op, sigma, "slq", SLQConfig(num_probes=64,
-                                                                                   preconditioner=ref))
+    pre = marginal_log_likelihood(decode64(vae, z), y, op, sigma, "slq", SLQConfig(
+        num_probes=64, quadratic_probes=quadratic_probes, preconditioner=ref))
     (g_pre,) = torch.autograd.grad(pre.sum(), sigma)
     assert float(pre) == pytest.approx(float(dense), abs=0.05)
     assert float(g_pre) == pytest.approx(float(g_dense), rel=0.02)

@@ -106,9 +106,15 @@ class SLQConfig:
         (:mod:`bayes_recon.models.preconditioned`). Then ``lanczos_iterations``
         is the step budget of each solve, run until ``cg_tolerance``, and
         ``num_probes`` must be at least 2.
+    quadratic_probes : int
+        With a ``preconditioner``: probes of a separate estimate of
+        ``½tr(E²)`` (one product with ``M`` each), so that Lanczos estimates
+        only the third-order rest ``tr(log M − E + ½E²)``; 0 for the
+        first-order split alone. Ignored without a preconditioner.
     """
 
     num_probes: int = 16
+    quadratic_probes: int = 0
     lanczos_iterations: int = 60
     cg_tolerance: float = 1e-6
     max_cg_iterations: int = 1000
@@ -124,6 +130,9 @@ class SLQConfig:
         check_positive("cg_tolerance", self.cg_tolerance)
         check_int("max_cg_iterations", self.max_cg_iterations, minimum=self.lanczos_iterations)
         check_int("seed", self.seed, minimum=0)
+        check_int("quadratic_probes", self.quadratic_probes, minimum=0)
+        if self.quadratic_probes == 1:
+            raise ValueError("quadratic_probes must be 0 or >= 2 (for its variance), got 1")
 
 
 # ---------------------------------------------------------------- helpers

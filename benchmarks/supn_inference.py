@@ -43,6 +43,7 @@ the Cholesky solver for CG x-sampling.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import math
 import sys
@@ -422,13 +423,15 @@ def main(argv=None) -> None:
                     help="seconds after which the preconditioned NUTS is stopped (for the 64² row; 0: not run)")
     ap.add_argument("--preconditioned64", action="store_true",
                     help="only the 64² table of the preconditioned surrogate (issue 25)")
-    ap.add_argument("--nuts-probes", type=int, default=16, help="--preconditioned64: SLQ probes of NUTS")
+    ap.add_argument("--nuts-probes", type=int, default=None,
+                    help="--preconditioned64: SLQ Lanczos probes of NUTS (default: the library's)")
     ap.add_argument("--nuts-warmup", type=int, default=None, help="--preconditioned64: NUTS warm-up")
-    ap.add_argument("--nuts-quadratic-probes", type=int, default=0,
-                    help="--preconditioned64: SLQConfig.quadratic_probes of NUTS (½tr(E²) split off)")
+    ap.add_argument("--nuts-quadratic-probes", type=int, default=None,
+                    help="--preconditioned64: SLQConfig.quadratic_probes of NUTS (default: the library's)")
     ap.add_argument("--nuts-problems", nargs="*", default=None,
                     help="--preconditioned64: substrings of the problems NUTS runs on (default all)")
     ap.add_argument("--parallel-chains", action="store_true", help="--preconditioned64: NUTS chains at once")
+    ap.add_argument("--seed", type=int, default=0, help="--preconditioned64: noise and sampler seed")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     shipped = available_priors()
@@ -443,12 +446,13 @@ def main(argv=None) -> None:
                        if args.samplers is None or mth in args.samplers]
             if methods and args.nuts_problems and not any(p in problem for p in args.nuts_problems):
                 methods = [mth for mth in methods if mth != "nuts"]
-            nuts_cfg = SamplingConfig(slq=SLQConfig(num_probes=args.nuts_probes,
-                                                    quadratic_probes=args.nuts_quadratic_probes),
+            probes = {k: v for k, v in (("num_probes", args.nuts_probes),
+                                        ("quadratic_probes", args.nuts_quadratic_probes)) if v is not None}
+            nuts_cfg = SamplingConfig(slq=replace(SamplingConfig().slq, **probes),
                                       warmup=args.nuts_warmup,
                                       parallel_chains=args.parallel_chains)
             out["samplers"] += sampler64_rows(problem, x, op, prior, args.draws, methods, nuts_cfg,
-                                              args.nuts_draws)
+                                              args.nuts_draws, seed=args.seed)
             if args.json:
                 args.json.write_text(json.dumps(out, indent=2))
         print_table64(out["gradients"], out["samplers"])

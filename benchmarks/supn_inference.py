@@ -59,7 +59,7 @@ from bayes_recon.data import digits, natural_patches, simulate
 from bayes_recon.models.marginal import SLQConfig, collapsed_log_likelihood, decode64
 from bayes_recon.models.exact_conditional import GaussianImagePosterior, XSolverConfig
 from bayes_recon.inference.map import MAP_METHODS, MAPConfig, map_estimate
-from bayes_recon.inference.sampling import HESSIAN_WARMUP, SamplingConfig, sample_posterior
+from bayes_recon.inference.sampling import HESSIAN_WARMUP, NUTS_SLQ, SamplingConfig, sample_posterior
 from bayes_recon.metrics import psnr
 from bayes_recon.models.pretrained import available_priors, load_pretrained
 from bayes_recon.models.supn_vae import SUPNVAE
@@ -448,7 +448,7 @@ def main(argv=None) -> None:
                 methods = [mth for mth in methods if mth != "nuts"]
             probes = {k: v for k, v in (("num_probes", args.nuts_probes),
                                         ("quadratic_probes", args.nuts_quadratic_probes)) if v is not None}
-            nuts_cfg = SamplingConfig(slq=replace(SamplingConfig().slq, **probes),
+            nuts_cfg = SamplingConfig(slq=replace(NUTS_SLQ, **probes),
                                       warmup=args.nuts_warmup,
                                       parallel_chains=args.parallel_chains)
             out["samplers"] += sampler64_rows(problem, x, op, prior, args.draws, methods, nuts_cfg,

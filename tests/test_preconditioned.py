@@ -70,21 +70,28 @@ def blur8_problem():
     return vae, op, y, z, PrecisionReference.from_distribution(decode64(vae, z), op, 0.1)
 
 
-@pytest.mark.parametrize("size,angles", [(32, 30), (64, 20)])
-def test_preconditioned_log_det_mean_and_variance_match_exact(size, angles):
-    """Over 24 probe seeds, the estimates' mean is the exact log|P| within 4 standard errors, and the
-    per-call variance the estimator reports matches the spread between seeds (within a factor 2)."""
+def perturbed_terms(size, angles, scale):
+    """A reference at the encoder's latent z₀ and the inputs of ``preconditioned_terms`` at
+    z = z₀ + scale·ε (seeded): ``(ref, exact log|P(z)|, w, idx, s, b, dist, op)``."""
     prior, op, y, sigma = natural_problem(size, angles)
     z0 = initial_latent(y, op, prior).to(F64)
     ref = PrecisionReference.from_distribution(decode64(prior, z0), op, sigma)
-    gen = torch.Generator().manual_seed(3)
-    z = z0 + 0.1 * torch.randn(z0.shape, generator=gen, dtype=F64)
+    z = z0 + scale * torch.randn(z0.shape, generator=torch.Generator().manual_seed(3), dtype=F64)
     with torch.no_grad():
         dist = decode64(prior, z)
         exact = float(exact_log_det(dist, op, sigma)[0])
         idx, w = _factor_rows(dist)
         s = torch.full((1,), sigma ** -2, dtype=F64)
         _, b = _residual_terms(dist, y, op, s)
+    return ref, exact, w, idx, s, b, dist, op
+
+
+@pytest.mark.parametrize("size,angles", [(32, 30), (64, 20)])
+def test_preconditioned_log_det_mean_and_variance_match_exact(size, angles):
+    """Over 24 probe seeds, the estimates' mean is the exact log|P| within 4 standard errors, and the
+    per-call variance the estimator reports matches the spread between seeds (within a factor 2)."""
+    ref, exact, w, idx, s, b, dist, op = perturbed_terms(size, angles, 0.1)
+    with torch.no_grad():
         p = dist.to_dense_precision()[0] + gram_matrix(op) * s
         quad = float(b[0] @ torch.linalg.solve(p, b[0]))
         values, variances = [], []
@@ -110,16 +117,8 @@ def test_quadratic_split_is_unbiased_reports_its_variance_and_narrows_the_spread
     16 probe seeds: the mean is the exact log|P| within 4 standard errors, the reported
     variance matches the spread (factor 2), and the spread is at least 1.8× narrower than with
     the same 4 Lanczos probes alone (2.8 → 1.0 nats when written)."""
-    prior, op, y, sigma = natural_problem(32, 30)
-    z0 = initial_latent(y, op, prior).to(F64)
-    ref = PrecisionReference.from_distribution(decode64(prior, z0), op, sigma)
-    z = z0 + 0.5 * torch.randn(z0.shape, generator=torch.Generator().manual_seed(3), dtype=F64)
+    ref, exact, w, idx, s, b, _, _ = perturbed_terms(32, 30, 0.5)
     with torch.no_grad():
-        dist = decode64(prior, z)
-        exact = float(exact_log_det(dist, op, sigma)[0])
-        idx, w = _factor_rows(dist)
-        s = torch.full((1,), sigma ** -2, dtype=F64)
-        _, b = _residual_terms(dist, y, op, s)
         spread = {}
         for k2 in (0, 64):
             runs = [preconditioned_terms(w, idx, s, b, ref, SLQConfig(num_probes=4, quadratic_probes=k2, seed=seed))

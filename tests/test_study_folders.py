@@ -195,16 +195,26 @@ def page_section(heading_prefix: str) -> str:
     return match.group(0)
 
 
-@pytest.fixture
-def regenerated_quick(tmp_path):
-    """A copy of the committed study/task files only, its report regenerated there."""
-    copy = tmp_path / "quick"
+def quoted_block(heading_prefix: str) -> list[str]:
+    """The provenance bullets and table lines of a docs/results.md section."""
+    return [line for line in page_section(heading_prefix).splitlines()
+            if line.startswith(("- bayes_recon:", "- Commit:", "- Machine:", "- Dates:", "- Compute:", "|"))]
+
+
+def regenerated_copy(folder: Path, tmp_path: Path) -> Path:
+    """A copy of a committed folder's study/task files only, its report regenerated there."""
+    copy = tmp_path / folder.name
     (copy / "tasks").mkdir(parents=True)
-    shutil.copy2(COMMITTED / "study.json", copy / "study.json")
-    for row in (COMMITTED / "tasks").glob("*.json"):
+    shutil.copy2(folder / "study.json", copy / "study.json")
+    for row in (folder / "tasks").glob("*.json"):
         shutil.copy2(row, copy / "tasks" / row.name)
     write_report(copy)
     return copy
+
+
+@pytest.fixture
+def regenerated_quick(tmp_path):
+    return regenerated_copy(COMMITTED, tmp_path)
 
 
 def test_committed_quick_folder_is_complete_without_samples():
@@ -237,9 +247,7 @@ def test_committed_quick_report_regenerates_the_page_table(regenerated_quick):
         assert (regenerated_quick / name).read_text() == (COMMITTED / name).read_text()
     block = committed_table_block(summary)
     assert len([line for line in block if line.startswith("| ct28")]) == 10
-    section = page_section("`quick`")
-    page_block = [line for line in section.splitlines() if line.startswith(("- bayes_recon:",
-                  "- Commit:", "- Machine:", "- Dates:", "- Compute:", "|"))]
+    page_block = quoted_block("`quick`")
     assert page_block == block
     # The comparison can fail: one changed row changes the regenerated table.
     row_path = next((regenerated_quick / "tasks").glob("ct28-a20-n5__tv__0001.json"))
@@ -273,17 +281,9 @@ def test_committed_denoise_report_regenerates_the_page_table(tmp_path):
     assert not (DENOISE / "posteriors").exists()
     tasks = study_tasks(config)
     assert len(tasks) == 648 and all(task_is_done(DENOISE, t) for t in tasks)
-    copy = tmp_path / "denoise"
-    (copy / "tasks").mkdir(parents=True)
-    shutil.copy2(DENOISE / "study.json", copy / "study.json")
-    for row in (DENOISE / "tasks").glob("*.json"):
-        shutil.copy2(row, copy / "tasks" / row.name)
-    write_report(copy)
+    copy = regenerated_copy(DENOISE, tmp_path)
     summary = (copy / "summary.md").read_text()
     assert summary == (DENOISE / "summary.md").read_text()
     block = committed_table_block(summary)
     assert len([line for line in block if line.startswith("| denoise28-")]) == 18
-    section = page_section("`denoise`: the full preset")
-    page_block = [line for line in section.splitlines() if line.startswith(("- bayes_recon:",
-                  "- Commit:", "- Machine:", "- Dates:", "- Compute:", "|"))]
-    assert page_block == block
+    assert quoted_block("`denoise`: the full preset") == block

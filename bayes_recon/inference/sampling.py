@@ -50,7 +50,7 @@ from .latent_laplace import (
 from .latent_map import collapsed_map, initial_latent
 from .nuts import MAX_TREE_DEPTH, NUTS_STATS, _run_nuts
 
-__all__ = ["SAMPLING_METHODS", "SAMPLING_EVIDENCE", "SAMPLING_SLQ", "NUTS_STATS", "MAX_TREE_DEPTH", "SamplingConfig",
+__all__ = ["SAMPLING_METHODS", "SAMPLING_EVIDENCE", "NUTS_SLQ", "NUTS_STATS", "MAX_TREE_DEPTH", "SamplingConfig",
            "sample_posterior", "LaplaceWarning", "ImportanceSamplingWarning", "latent_hessian"]
 
 SAMPLING_METHODS = ("nuts", "laplace", "laplace-is", "hvae-svi") + DIFFUSION_METHODS
@@ -58,10 +58,10 @@ SAMPLING_METHODS = ("nuts", "laplace", "laplace-is", "hvae-svi") + DIFFUSION_MET
 SAMPLING_EVIDENCE = ("auto", "dense", "slq", "preconditioned")
 
 
-#: Default probes of the samplers' SLQ paths: on the preconditioned path at 64² (CT, 60
-#: angles) 4 Lanczos probes plus 64 quadratic probes gave a 3× narrower log-determinant than
-#: 16 Lanczos probes alone at about the same cost, and NUTS chains that agree (R-hat 1.01).
-SAMPLING_SLQ = SLQConfig(num_probes=4, quadratic_probes=64)
+#: NUTS's default probes on the SLQ paths: on the preconditioned path at 64² (CT, 60 angles)
+#: 4 Lanczos probes plus 64 quadratic probes gave a 2–3× narrower log-determinant than 16
+#: Lanczos probes alone at about the same cost, and NUTS chains that agree (R-hat 1.01).
+NUTS_SLQ = SLQConfig(num_probes=4, quadratic_probes=64)
 
 #: Default NUTS warm-up with the Hessian mass matrix: dual averaging of the step size
 #: settles within ~100 steps there (CT 28², 10 angles: step size 0.70–0.71 after 150).
@@ -120,13 +120,14 @@ class SamplingConfig:
         MAP for a second); ``"auto"``: dense up to
         :data:`~bayes_recon.models.marginal.DENSE_MAX_PIXELS` pixels,
         ``"preconditioned"`` beyond.
-    slq : SLQConfig
+    slq : SLQConfig or None
         Probe settings of the SLQ paths; NUTS chain ``c`` uses probe seed
         ``slq.seed + c``, so chains differ in the estimator's noise too (and
-        R-hat sees it). Default: 4 Lanczos probes and 64 quadratic probes
-        (:data:`SAMPLING_SLQ`), the setting measured on the preconditioned path
-        at 64² (docs/supn_posterior.md); the plain ``evidence="slq"`` path has no
-        quadratic split, so raise ``num_probes`` there.
+        R-hat sees it). None (default): for NUTS :data:`NUTS_SLQ` (4 Lanczos
+        and 64 quadratic probes: a surrogate tight enough that the chains agree),
+        for the Laplace methods ``SLQConfig()`` (16 Lanczos probes: there the
+        surrogate only steers the MAP and the Hessian, the exact check does the
+        rest, and it is the faster of the two); docs/supn_posterior.md.
     exact_check : bool
         On the SLQ paths, evaluate the exact dense log-density at every kept
         ``z`` draw (one dense factorisation of ``P`` per draw, which then also
@@ -160,7 +161,7 @@ class SamplingConfig:
     init_jitter: float = 0.1
     map_steps: int = 50
     evidence: str = "auto"
-    slq: SLQConfig = field(default_factory=lambda: replace(SAMPLING_SLQ))
+    slq: SLQConfig | None = None
     exact_check: bool = True
     x_solver: XSolverConfig = field(default_factory=XSolverConfig)
     x_batch: int = 16
@@ -184,8 +185,8 @@ class SamplingConfig:
         check_positive("init_jitter", self.init_jitter, allow_zero=True)
         check_int("map_steps", self.map_steps, minimum=1)
         check_choice("evidence", self.evidence, SAMPLING_EVIDENCE)
-        if not isinstance(self.slq, SLQConfig):
-            raise TypeError(f"slq must be an SLQConfig, got {type(self.slq).__name__}")
+        if self.slq is not None and not isinstance(self.slq, SLQConfig):
+            raise TypeError(f"slq must be an SLQConfig or None, got {type(self.slq).__name__}")
         if not isinstance(self.exact_check, bool):
             raise TypeError(f"exact_check must be a bool, got {self.exact_check!r}")
         check_int("x_batch", self.x_batch, minimum=1)
@@ -372,8 +373,10 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
             f"while z is sampled at noise_std={noise_std}; that joint is inconsistent. Use "
             "'auto', 'cholesky' or 'cg' (exact at the given σ)"
         )
-    z0 = initial_latent(y, op, prior).to(torch.float64)
     nuts = method == "nuts"
+    if cfg.slq is None:
+        cfg = replace(cfg, slq=replace(NUTS_SLQ) if nuts else SLQConfig())
+    z0 = initial_latent(y, op, prior).to(torch.float64)
     need_laplace = not nuts or cfg.mass == "hessian" or cfg.init == "laplace"
     need_map = noise_std is None or need_laplace or cfg.init == "map"
     evidence = cfg.evidence

@@ -235,6 +235,8 @@ def _nuts_latents(y, op, prior, sigma, num_samples, num_chains, seed, cfg, progr
     and, on an SLQ path with ``cfg.exact_check``, each chain's exact check
     ``(x, log p, log p̃, solve record)`` (else None).
     """
+    if cfg.slq is None:  # as sample_posterior resolves it for NUTS
+        cfg = replace(cfg, slq=replace(NUTS_SLQ))
     warmup = cfg.warmup
     if warmup is None:
         step_size_only = cfg.mass == "hessian" and not cfg.adapt_mass_matrix

@@ -268,7 +268,8 @@ def gradient_rows(problem, x, op, prior, reps=2):
     ref, ref_s = _timed(lambda: PrecisionReference.from_distribution(decode64(prior, z0), op, m.noise_std))
     z = z0 + 0.1 * torch.randn(z0.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     paths = {"dense": ("dense", None), "plain SLQ": ("slq", SLQConfig()),
-             "preconditioned": ("slq", SLQConfig(preconditioner=ref))}
+             "preconditioned": ("slq", SLQConfig(preconditioner=ref)),
+             "preconditioned NUTS": ("slq", replace(NUTS_SLQ, preconditioner=ref))}
     out = {"problem": problem, "reference_s": ref_s}
     for name, (method, slq) in paths.items():
         best = math.inf
@@ -284,7 +285,7 @@ def gradient_rows(problem, x, op, prior, reps=2):
             best = min(best, dt)
         out[f"{name}_s"] = best
         out[f"{name}_value"] = value
-    for name in ("plain SLQ", "preconditioned"):
+    for name in ("plain SLQ", "preconditioned", "preconditioned NUTS"):
         out[f"{name}_error"] = out[f"{name}_value"] - out["dense_value"]
     print(f"  {problem} gradients: {out}", file=sys.stderr)
     return out
@@ -345,12 +346,15 @@ def sampler64_rows(problem, x, op, prior, draws, methods, nuts_config, nuts_draw
 
 def print_table64(grads, samplers):
     print("\n### 64² with patches64-supn: seconds per value + gradient (z = z₀ + 0.1ε)\n")
-    print("| problem | dense (s) | plain SLQ (s) | preconditioned (s) | dense / preconditioned | reference (s) "
+    print("| problem | dense (s) | plain SLQ (s) | preconditioned (s) | dense / preconditioned "
+          "| preconditioned, NUTS's 4 + 64 probes (s) | dense / that | reference (s) "
           "| plain SLQ error (nats) | preconditioned error (nats) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in grads:
+        nuts_s = r.get("preconditioned NUTS_s")
         print(f"| {r['problem']} | {r['dense_s']:.2f} | {r['plain SLQ_s']:.2f} | {r['preconditioned_s']:.2f} "
-              f"| {r['dense_s'] / r['preconditioned_s']:.1f} | {r['reference_s']:.1f} "
+              f"| {r['dense_s'] / r['preconditioned_s']:.1f} | {_fmt(nuts_s)} "
+              f"| {_fmt(None if nuts_s is None else r['dense_s'] / nuts_s, '.1f')} | {r['reference_s']:.1f} "
               f"| {r['plain SLQ_error']:+.1f} | {r['preconditioned_error']:+.3f} |")
     print("\n### 64² samplers (library defaults: preconditioned surrogate + exact check; 2 chains)\n")
     print("| problem | method | draws/chain | s | k̂ | importance ESS | surrogate error sd (nats) | min ESS "

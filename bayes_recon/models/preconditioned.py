@@ -179,17 +179,30 @@ class _Stencil:
 
     def __init__(self, w, idx):
         n, r = idx.shape
+        self.idx = idx
         rows = torch.arange(n, device=idx.device).repeat_interleave(r)
         pos = torch.stack([rows, idx.flatten()])
-        self.u, self.ut, self.slots = [], [], []
+        self.u, self.ut, self._slots = [], [], None
         for wb in w:
             u = torch.sparse_coo_tensor(pos, wb.flatten(), (n, n), check_invariants=True).coalesce()
-            csr = u.to_sparse_csr()
-            self.u.append(csr)
+            self.u.append(u.to_sparse_csr())
             self.ut.append(u.t().coalesce().to_sparse_csr())
-            crow, col = csr.crow_indices(), csr.col_indices()
-            stored = torch.arange(n, device=idx.device).repeat_interleave(crow[1:] - crow[:-1]) * n + col
-            self.slots.append(torch.searchsorted(stored, rows * n + idx.flatten()).reshape(n, r))
+
+    @property
+    def slots(self):
+        """Per batch element, ``(N, R)`` positions of the entries ``(n, idx[n, r])`` among ``U``'s stored ones.
+
+        Only the backward pass needs them, so they are found on first use.
+        """
+        if self._slots is None:
+            n, r = self.idx.shape
+            keys = torch.arange(n, device=self.idx.device).repeat_interleave(r) * n + self.idx.flatten()
+            self._slots = []
+            for csr in self.u:
+                crow, col = csr.crow_indices(), csr.col_indices()
+                stored = torch.arange(n, device=col.device).repeat_interleave(crow[1:] - crow[:-1]) * n + col
+                self._slots.append(torch.searchsorted(stored, keys).reshape(n, r))
+        return self._slots
 
     def __call__(self, v):
         """``Λv`` for ``v`` ``(B, K, N)``: ``(B, K, N)``."""

@@ -196,6 +196,13 @@ class SamplingConfig:
         check_positive("hessian_step", self.hessian_step)
 
 
+def with_default_slq(cfg: SamplingConfig, method: str) -> SamplingConfig:
+    """``cfg`` with ``slq=None`` resolved for ``method``: :data:`NUTS_SLQ` for NUTS, else ``SLQConfig()``."""
+    if cfg.slq is not None:
+        return cfg
+    return replace(cfg, slq=replace(NUTS_SLQ) if method == "nuts" else SLQConfig())
+
+
 def _nuts_chain(chain, y, op, prior, sigma, num_samples, warmup, seed, cfg, progress, z_init, cov_root,
                 inv_mass):
     """One NUTS chain of :func:`_nuts_latents` (module level: it may run in a worker process)."""
@@ -237,8 +244,7 @@ def _nuts_latents(y, op, prior, sigma, num_samples, num_chains, seed, cfg, progr
     and, on an SLQ path with ``cfg.exact_check``, each chain's exact check
     ``(x, log p, log p̃, solve record)`` (else None).
     """
-    if cfg.slq is None:  # as sample_posterior resolves it for NUTS
-        cfg = replace(cfg, slq=replace(NUTS_SLQ))
+    cfg = with_default_slq(cfg, "nuts")
     warmup = cfg.warmup
     if warmup is None:
         step_size_only = cfg.mass == "hessian" and not cfg.adapt_mass_matrix
@@ -378,8 +384,7 @@ def sample_posterior(y: torch.Tensor, op, prior, noise_std: float | None, method
             "'auto', 'cholesky' or 'cg' (exact at the given σ)"
         )
     nuts = method == "nuts"
-    if cfg.slq is None:
-        cfg = replace(cfg, slq=replace(NUTS_SLQ) if nuts else SLQConfig())
+    cfg = with_default_slq(cfg, method)
     z0 = initial_latent(y, op, prior).to(torch.float64)
     need_laplace = not nuts or cfg.mass == "hessian" or cfg.init == "laplace"
     need_map = noise_std is None or need_laplace or cfg.init == "map"

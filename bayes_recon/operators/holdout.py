@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .._validation import check_choice, check_int
+from ._buffers import CachedIndex
 from .base import LinearOperator
 from .ct import ParallelBeamCT, RayTransform
 from .fanbeam import FanBeamCT
@@ -71,19 +72,14 @@ class RangeSubset(LinearOperator):
         super().__init__(op.domain_shape, (int(index.numel()),), complex_range=op.complex_range)
         self.op = op
         self.index = index
-        self._cache: dict = {}
-
-    def _idx(self, t):
-        if t.device not in self._cache:
-            self._cache[t.device] = self.index.to(t.device)
-        return self._cache[t.device]
+        self._index = CachedIndex(index)
 
     def _forward(self, x):
-        return self.op(x).reshape(x.shape[0], -1).index_select(1, self._idx(x))
+        return self.op(x).reshape(x.shape[0], -1).index_select(1, self._index.on(x))
 
     def _adjoint(self, y):
         full = y.new_zeros(y.shape[0], int(np.prod(self.op.range_shape)))
-        full = full.index_copy(1, self._idx(y), y)
+        full = full.index_copy(1, self._index.on(y), y)
         return self.op.adjoint(full.reshape(y.shape[0], *self.op.range_shape))
 
     def extra_repr(self):

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .._validation import check_int, check_positive, image_size_pair
+from ._buffers import CachedIndex
 from .base import LinearOperator
 
 
@@ -120,22 +121,16 @@ class MRI(LinearOperator):
             raise ValueError("mask must sample at least one k-space point, got all False")
         super().__init__((channels, h, w), (channels, m), complex_range=True)
         self.mask = mask.detach().cpu()
-        self._index = torch.nonzero(self.mask.reshape(-1)).squeeze(1)
-        self._cache: dict = {}
-
-    def _idx(self, x):
-        if x.device not in self._cache:
-            self._cache[x.device] = self._index.to(x.device)
-        return self._cache[x.device]
+        self._index = CachedIndex(torch.nonzero(self.mask.reshape(-1)).squeeze(1))
 
     def _forward(self, x):
         k = torch.fft.fftshift(torch.fft.fft2(x, norm="ortho"), dim=(-2, -1))
-        return k.flatten(-2).index_select(-1, self._idx(x))
+        return k.flatten(-2).index_select(-1, self._index.on(x))
 
     def _adjoint(self, y):
         b, c, _ = y.shape
         h, w = self.domain_shape[1:]
-        full = y.new_zeros(b, c, h * w).index_copy(-1, self._idx(y), y)
+        full = y.new_zeros(b, c, h * w).index_copy(-1, self._index.on(y), y)
         full = torch.fft.ifftshift(full.reshape(b, c, h, w), dim=(-2, -1))
         return torch.fft.ifft2(full, norm="ortho").real
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .._validation import check_int, check_positive, check_tensor, image_size_pair
+from ._buffers import CachedBuffer, CachedIndex
 from .base import LinearOperator
 
 
@@ -117,21 +118,6 @@ def motion_kernel(length: float, angle: float = 0.0, size: int | None = None,
     return k / k.sum()
 
 
-class _CachedBuffer:
-    """A CPU float64 tensor converted lazily per (device, dtype) of the input."""
-
-    def __init__(self, tensor: torch.Tensor):
-        self.base = tensor.detach().to(dtype=torch.float64, device="cpu")
-        self._cache: dict = {}
-
-    def like(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.real.dtype if x.is_complex() else x.dtype
-        key = (x.device, dtype)
-        if key not in self._cache:
-            self._cache[key] = self.base.to(device=x.device, dtype=dtype)
-        return self._cache[key]
-
-
 class Blur(LinearOperator):
     """Convolution with ``kernel`` (odd ``(k, k)``), zero boundary, same-size output.
 
@@ -154,7 +140,7 @@ class Blur(LinearOperator):
         if kh % 2 == 0 or kw % 2 == 0:
             raise ValueError(f"kernel must have odd sides, got shape {tuple(kernel.shape)}")
         super().__init__((channels, h, w), (channels, h, w))
-        self._kernel = _CachedBuffer(kernel[None, None])
+        self._kernel = CachedBuffer(kernel[None, None])
         self._padding = (kh // 2, kw // 2)
 
     def _weight(self, x):
@@ -194,20 +180,14 @@ class Inpainting(LinearOperator):
             raise ValueError("mask must observe at least one pixel, got an all-False mask")
         super().__init__(tuple(mask.shape), (m,))
         self.mask = mask.detach().cpu()
-        self._index = torch.nonzero(self.mask.reshape(-1)).squeeze(1)
-        self._cache: dict = {}
-
-    def _idx(self, x):
-        if x.device not in self._cache:
-            self._cache[x.device] = self._index.to(x.device)
-        return self._cache[x.device]
+        self._index = CachedIndex(torch.nonzero(self.mask.reshape(-1)).squeeze(1))
 
     def _forward(self, x):
-        return x.reshape(x.shape[0], -1).index_select(1, self._idx(x))
+        return x.reshape(x.shape[0], -1).index_select(1, self._index.on(x))
 
     def _adjoint(self, y):
         out = y.new_zeros(y.shape[0], self.domain_size)
-        out = out.index_copy(1, self._idx(y), y)
+        out = out.index_copy(1, self._index.on(y), y)
         return out.reshape(y.shape[0], *self.domain_shape)
 
     def norm(self, *args, **kwargs) -> float:
@@ -263,7 +243,7 @@ class MatrixOperator(LinearOperator):
                 f"got shape {tuple(matrix.shape)}"
             )
         super().__init__(domain_shape, (matrix.shape[0],))
-        self._matrix = _CachedBuffer(matrix)
+        self._matrix = CachedBuffer(matrix)
 
     def _forward(self, x):
         return x.reshape(x.shape[0], -1) @ self._matrix.like(x).T

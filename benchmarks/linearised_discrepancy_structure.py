@@ -34,14 +34,12 @@ import time
 import torch
 
 from bayes_recon.data import simulate
-from bayes_recon.inference.dip import fit_dip
 from bayes_recon.inference.linearised import DiscrepancyModel, fit_discrepancy
-from bayes_recon.inference.linearised.laplace import LinearisedLaplace
-from bayes_recon.inference.linearised.pipeline import LinearisedDIPConfig, dip_tv_weight, linearised_dip
+from bayes_recon.inference.linearised.pipeline import LinearisedDIPConfig, linearised_dip
 from bayes_recon.operators import Blur
 from bayes_recon.operators.base import LinearOperator
-from bayes_recon.operators.holdout import split_measurements
 from linearised_calibration import problem, write_rows  # benchmarks/ is the script's directory
+from linearised_heldout_folds import fold_models
 
 Z90 = 1.6448536269514722
 LOG_2PI = math.log(2 * math.pi)
@@ -55,20 +53,10 @@ def score(err: torch.Tensor, var: torch.Tensor) -> tuple[float, float]:
 
 
 def fits(op, meas, index):
-    """The full fit's Laplace and, per fold, ``(split, fold Laplace)``."""
+    """The full fit's Laplace and, per fold, ``(split, fold DiscrepancyModel)``."""
     cfg = LinearisedDIPConfig(calibration="none", heldout_folds=4)
     res = linearised_dip(meas.y, op, meas.noise_std, cfg, seed=index, progress=False)
-    gamma = dip_tv_weight(cfg, op, meas.y, meas.noise_std)
-    folds = []
-    for k in range(4):
-        sp = split_measurements(op, k, 4, None, seed=index)
-        ff = fit_dip(sp.fit_measurement(meas.y), sp.fit_op, gamma, cfg.iterations, lr=cfg.lr, input=cfg.input,
-                     seed=index, network_config=cfg.network, progress=False)
-        fcfg = dataclasses.replace(cfg.laplace, path=res.laplace.path, memory_budget=res.laplace.memory_budget)
-        fold = LinearisedLaplace(ff, sp.fit_op, noise_std=meas.noise_std, config=fcfg, progress=False)
-        fold.optimise_evidence(cfg.evidence_iterations, predcp_scale=cfg.predcp_scale, progress=False)
-        folds.append((sp, DiscrepancyModel(fold)))
-    return res, folds
+    return res, [(split, model) for _, split, model in fold_models(op, meas, index, cfg, res, 4)]
 
 
 # ------------------------------------------------------------------ correlated δ

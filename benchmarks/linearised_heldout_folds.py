@@ -45,6 +45,23 @@ def gaussian_scores(model: DiscrepancyModel, truth: torch.Tensor, taus) -> list[
     return out
 
 
+def fold_models(op, meas, index, cfg, res, folds):
+    """Per fold ``k``: ``(k, split, DiscrepancyModel)`` of a DIP + Laplace fitted without fold ``k``.
+
+    Same settings, seed and path as the full fit ``res``; a generator, so one fold's Laplace
+    is held at a time unless the caller keeps it.
+    """
+    gamma = dip_tv_weight(cfg, op, meas.y, meas.noise_std)
+    fcfg = dataclasses.replace(cfg.laplace, path=res.laplace.path, memory_budget=res.laplace.memory_budget)
+    for k in range(folds):
+        split = split_measurements(op, k, folds, None, seed=index)
+        fit = fit_dip(split.fit_measurement(meas.y), split.fit_op, gamma, cfg.iterations, lr=cfg.lr,
+                      input=cfg.input, seed=index, network_config=cfg.network, progress=False)
+        fold = LinearisedLaplace(fit, split.fit_op, noise_std=meas.noise_std, config=fcfg, progress=False)
+        fold.optimise_evidence(cfg.evidence_iterations, predcp_scale=cfg.predcp_scale, progress=False)
+        yield k, split, DiscrepancyModel(fold)
+
+
 def run_image(size, index, x, op, folds, normalisation="sum"):
     meas = simulate(op, x, 0.05, seed=index)
     cfg = LinearisedDIPConfig(calibration="none", heldout_folds=folds)
@@ -56,16 +73,8 @@ def run_image(size, index, x, op, folds, normalisation="sum"):
     full = DiscrepancyModel(res.laplace)
     scale = float(full.x_star.pow(2).mean().sqrt())
     taus = [0.0] + [scale * 10 ** e for e in torch.linspace(-3, 0, 31).tolist()]
-    gamma = dip_tv_weight(cfg, op, meas.y, meas.noise_std)
     fold_rows, curves, nested_fits = [], [], []
-    for k in range(folds):
-        split = split_measurements(op, k, folds, None, seed=index)
-        ff = fit_dip(split.fit_measurement(meas.y), split.fit_op, gamma, cfg.iterations, lr=cfg.lr,
-                     input=cfg.input, seed=index, network_config=cfg.network, progress=False)
-        fcfg = dataclasses.replace(cfg.laplace, path=res.laplace.path, memory_budget=res.laplace.memory_budget)
-        fold = LinearisedLaplace(ff, split.fit_op, noise_std=meas.noise_std, config=fcfg, progress=False)
-        fold.optimise_evidence(cfg.evidence_iterations, predcp_scale=cfg.predcp_scale, progress=False)
-        model = DiscrepancyModel(fold)
+    for k, split, model in fold_models(op, meas, index, cfg, res, folds):
         y_held = split.held_measurement(meas.y)
         nested = model.heldout_evidence(split.held_op, y_held, full=full)
         evidence = dataclasses.replace(nested, excess_variance=0.0)
@@ -76,7 +85,7 @@ def run_image(size, index, x, op, folds, normalisation="sum"):
                           "std_nested": fitc.std, "interval_nested": list(fitc.interval)})
         curves.append(curve)
         nested_fits.append(nested)
-        del fold, ff, model, evidence
+        del model, evidence
         print(f"  image {index} fold {k}: τ = {fitk.std:.4f}, gain {fitk.log_conditional_evidence - fitk.log_conditional_evidence_without:.2f} nats; "
               f"e = {nested.excess_variance:.3g}, nested τ = {fitc.std:.4f}", flush=True)
     total = [sum(c[i] for c in curves) for i in range(len(taus))]

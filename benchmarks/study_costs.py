@@ -21,6 +21,11 @@ have, to measure what adding one would cost:
 (fold 0 of K, ``app.validation.validate_method`` on the task's own data, as in
 docs/studies.md "Held-out validation"): what adding one to the rows would cost.
 
+``--profile N`` runs each task under ``cProfile`` and writes its N most expensive
+functions (own time) to ``<out>/profiles/<key>.txt``, then prints them: where a task's
+time goes (docs/studies.md, "Cheaper tasks"). The profiler slows Python-heavy tasks by a
+few per cent; use the figures without it for costs.
+
 Prints each task's wall and CPU seconds, the sums, and the mean per method over the
 settings run; the folder is an ordinary study folder (``bayes-recon study report`` works
 on it).
@@ -29,8 +34,13 @@ on it).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import dataclasses
+import functools
+import io
+import pstats
 import time
+from pathlib import Path
 
 
 def main() -> None:
@@ -48,6 +58,8 @@ def main() -> None:
                         help="methods of presets.CANDIDATE_METHODS to append if missing")
     parser.add_argument("--heldout-fold", type=int, default=None, metavar="K",
                         help="also time a held-out check (fold 0 of K) of each posterior task")
+    parser.add_argument("--profile", type=int, default=None, metavar="N",
+                        help="profile each task; keep its N most expensive functions (own time)")
     parser.add_argument("--out", required=True, help="study folder")
     args = parser.parse_args()
 
@@ -65,7 +77,8 @@ def main() -> None:
                          f"only {args.only}")
     config = dataclasses.replace(config, name=f"cost-{args.preset}", settings=tuple(settings),
                                  methods=tuple(methods)).validate()
-    rows = run_study(config, args.out, workers=1, progress=False).rows
+    task_fn = None if args.profile is None else functools.partial(profiled_task, top=args.profile)
+    rows = run_study(config, args.out, workers=1, progress=False, task_fn=task_fn).rows
     for r in rows:
         print(f"{r['key']:48s} {r['status']:5s} wall {r['seconds']:7.2f} s  "
               f"cpu {r.get('cpu_seconds', float('nan')):7.2f} s")
@@ -78,6 +91,27 @@ def main() -> None:
               f"cpu {sum(r.get('cpu_seconds', 0.0) for r in mine) / len(mine):7.2f} s")
     if args.heldout_fold is not None:
         heldout_costs(config, rows, args.heldout_fold)
+    if args.profile is not None:
+        for r in rows:
+            print((Path(args.out) / "profiles" / f"{r['key']}.txt").read_text())
+
+
+def profiled_task(task, folder, top: int) -> dict:
+    """``run_task`` under cProfile (in the thread that runs it); its top functions to a file."""
+    from bayes_recon.app.studies.tasks import run_task
+
+    prof = cProfile.Profile()
+    metrics = prof.runcall(run_task, task, folder)
+    text = io.StringIO()
+    stats = pstats.Stats(prof, stream=text)
+    stats.sort_stats("tottime").print_stats(top)
+    out = Path(folder) / "profiles"
+    out.mkdir(exist_ok=True)
+    lines = text.getvalue().splitlines()
+    table = lines[next(i for i, ln in enumerate(lines) if ln.strip().startswith("ncalls")):]
+    (out / f"{task.key}.txt").write_text(f"== {task.key}: {stats.total_tt:.1f} s profiled\n"
+                                         + "\n".join(ln for ln in table if ln.strip()) + "\n")
+    return metrics
 
 
 def heldout_costs(config, rows, folds: int) -> None:

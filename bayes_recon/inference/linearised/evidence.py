@@ -26,6 +26,7 @@ from linear_operator.operators import (
 )
 from tqdm.auto import tqdm
 
+from ..._validation import check_choice
 from ...operators.base import LinearOperator
 from .jacobian import NetworkJacobian
 from .weight_prior import MaternFilterPrior
@@ -53,13 +54,25 @@ def adjoint_rows(op: LinearOperator, rows: torch.Tensor) -> torch.Tensor:
 def direct_image_kernel(jac: NetworkJacobian, prior: MaternFilterPrior, log_lengthscale,
                         log_variance) -> torch.Tensor:
     """``J Σ_θ Jᵀ`` computed directly from the dense Jacobian, float64 ``(N, N)``."""
-    j = jac.matrix.to(torch.float64)
-    k = prior.apply(j, log_lengthscale, log_variance) @ j.T
+    k = None
+    for gi, g in enumerate(prior.groups):  # one group at a time: a float64 copy of all J is large
+        jb = jac.block(g, torch.float64).reshape(jac.num_pixels, -1)
+        cov = prior.filter_covariance(gi, log_lengthscale, log_variance).to(jb)
+        term = (jb.reshape(jac.num_pixels, g.num_filters, -1) @ cov).reshape(jac.num_pixels, -1) @ jb.T
+        k = term if k is None else k + term
     return 0.5 * (k + k.T)
 
 
 class ExactKernel:
-    """Precomputed distance-class pieces of ``K`` and ``A K Aᵀ`` (float64).
+    """Distance-class pieces of ``A K Aᵀ`` (float64), and ``K`` at given hyperparameters.
+
+    ``A K_{b,δ} Aᵀ`` is built by the cheaper of two equal products: with fewer
+    measurements than pixels (``m < N``) from ``B_b = A J_b`` as ``B_b (I ⊗ M_δ) B_bᵀ``
+    (``m x m``, never an ``N x N`` piece); otherwise from the image piece ``K_{b,δ}``
+    as ``A K_{b,δ} Aᵀ``, and the image pieces are kept. The evidence needs only the
+    data pieces; ``K`` itself is needed at the fitted hyperparameters alone (posterior
+    moments): a weighted sum of the image pieces, or on the data route formed directly
+    as ``J Σ_θ Jᵀ`` when asked for and kept for the last hyperparameters.
 
     Parameters
     ----------
@@ -67,42 +80,77 @@ class ExactKernel:
         Dense (``jac.matrix`` set).
     prior : MaternFilterPrior
     op : LinearOperator
+    route : {"auto", "data", "image"}
+        How the data pieces are built; ``"auto"`` takes ``"data"`` when ``m < N``
+        (per class it costs ~``m² P_b`` flops against ~``N² P_b``). The two agree to
+        rounding; the choice is for benchmarks and tests.
     progress : bool
 
     Attributes
     ----------
-    image_pieces : list of torch.Tensor
-        Per group ``(D_b, N, N)``.
     data_pieces : list of torch.Tensor
         Per group ``(D_b, m, m)``.
+    image_pieces : list of torch.Tensor or None
+        Per group ``(D_b, N, N)`` on the image route; None on the data route.
+    route : str
+        ``"data"`` (from ``A J_b``) or ``"image"`` (from ``K_{b,δ}``).
     """
 
     def __init__(self, jac: NetworkJacobian, prior: MaternFilterPrior, op: LinearOperator,
-                 progress: bool = False):
+                 route: str = "auto", progress: bool = False):
         if jac.matrix is None:
             raise ValueError("ExactKernel needs a dense Jacobian (NetworkJacobian(dense=True))")
-        self.prior = prior
+        check_choice("route", route, ("auto", "data", "image"))
+        self.jac, self.prior, self.op = jac, prior, op
         n = jac.num_pixels
-        self.image_pieces, self.data_pieces = [], []
+        if route == "auto":
+            route = "data" if op.range_size < n else "image"
+        self.route = route
+        self._image_cache = None
+        self.data_pieces, image_pieces = [], []
         total = sum(len(c[0]) for c in prior.classes)
         bar = tqdm(total=total, desc="kernel pieces", disable=not progress, leave=False)
         for gi, g in enumerate(prior.groups):
             jb = jac.block(g, torch.float64)                  # (N, F, k²)
-            flat = jb.reshape(n, -1)
-            img, dat = [], []
+            if self.route == "data":
+                flat = forward_rows(op, jb.reshape(n, -1).T.contiguous()).T.contiguous()  # A J_b (m, F k²)
+                jb = flat.reshape(flat.shape[0], g.num_filters, -1)
+            else:
+                flat = jb.reshape(n, -1)
+            dat, img = [], []
             for mask in prior.classes[gi][1]:
-                y = (jb @ mask).reshape(n, -1)                # J_b (I ⊗ M_δ), cheap: k² x k²
-                piece = y @ flat.T
+                piece = (jb @ mask).reshape(flat.shape[0], -1) @ flat.T   # X_b (I ⊗ M_δ) X_bᵀ
                 piece = 0.5 * (piece + piece.T)
-                ka = forward_rows(op, piece)                  # rows of K A^T  (K symmetric)
-                dat.append(forward_rows(op, ka.T.contiguous()))
-                img.append(piece)
+                if self.route == "image":
+                    img.append(piece)
+                    ka = forward_rows(op, piece)              # rows of K A^T  (K symmetric)
+                    piece = forward_rows(op, ka.T.contiguous())
+                    piece = 0.5 * (piece + piece.T)
+                dat.append(piece)
                 bar.update(1)
-            self.image_pieces.append(torch.stack(img))
-            d = torch.stack(dat)
-            self.data_pieces.append(0.5 * (d + d.transpose(1, 2)))
+            self.data_pieces.append(torch.stack(dat))
+            if img:
+                image_pieces.append(torch.stack(img))
             del jb, flat
         bar.close()
+        self.image_pieces = image_pieces if self.route == "image" else None
+
+    def image_kernel(self, log_lengthscale, log_variance) -> torch.Tensor:
+        """``K = J Σ_θ Jᵀ`` ``(N, N)`` float64 (kept for the last hyperparameters asked for)."""
+        if self.image_pieces is not None:
+            return self._combine(self.image_pieces, log_lengthscale, log_variance)
+        key = (log_lengthscale.detach().cpu().tolist(), log_variance.detach().cpu().tolist())
+        grad = torch.is_grad_enabled() and (log_lengthscale.requires_grad or log_variance.requires_grad)
+        if self._image_cache is not None and self._image_cache[0] == key and not grad:
+            return self._image_cache[1]
+        k = direct_image_kernel(self.jac, self.prior, log_lengthscale, log_variance)
+        if not grad:
+            self._image_cache = (key, k)
+        return k
+
+    def data_kernel(self, log_lengthscale, log_variance) -> torch.Tensor:
+        """``A K Aᵀ`` ``(m, m)`` (without the noise)."""
+        return self._combine(self.data_pieces, log_lengthscale, log_variance)
 
     def _combine(self, pieces, log_lengthscale, log_variance) -> torch.Tensor:
         total = None
@@ -111,14 +159,6 @@ class ExactKernel:
             term = torch.einsum("d,dij->ij", w, p)
             total = term if total is None else total + term
         return total
-
-    def image_kernel(self, log_lengthscale, log_variance) -> torch.Tensor:
-        """``K = J Σ_θ Jᵀ`` ``(N, N)``."""
-        return self._combine(self.image_pieces, log_lengthscale, log_variance)
-
-    def data_kernel(self, log_lengthscale, log_variance) -> torch.Tensor:
-        """``A K Aᵀ`` ``(m, m)`` (without the noise)."""
-        return self._combine(self.data_pieces, log_lengthscale, log_variance)
 
 
 class DataKernelOperator(LOBase):

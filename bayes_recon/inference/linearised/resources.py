@@ -1,7 +1,8 @@
 """Memory and time estimates of the three computational paths, and the memory-aware choice.
 
 ``exact``: dense Jacobian ``J (N, P)``, the distance-class pieces
-``Σ_b D_b (N² + m²)`` float64 numbers and dense ``N x N`` posterior covariances.
+``Σ_b D_b m²`` float64 numbers (and ``Σ_b D_b N²`` more when ``m ≥ N``) and dense
+``N x N`` posterior covariances.
 ``subspace``: ``2 r`` matrix-free products, ``W (r, P)``, bases ``Q (N, r)`` and
 ``U (m, r)``, pieces ``2 Σ_b D_b r²`` and ``r x r`` factorisations.
 ``scalable``: matrix-free ``J v`` / ``Jᵀ u`` (activation memory of ``chunk``
@@ -95,13 +96,19 @@ def estimate_paths(n: int, p: int, m: int, group_sizes: list[tuple[int, int]], a
     chunk, rank = config.jacobian_chunk, config.preconditioner_rank
     d_total = sum(d for _, d in group_sizes)
     p_max = max(pb for pb, _ in group_sizes)
-    exact_bytes = (n * p * itemsize + d_total * (n * n + m * m) * 8 + 2 * n * p_max * 8
+    # ExactKernel's data route (m < N) builds m x m pieces from A J_b and forms K once at the end;
+    # the image route builds N x N pieces and keeps them.
+    data_route = m < n
+    piece_side = min(n, m)
+    exact_bytes = (n * p * itemsize + d_total * (m * m + (0 if data_route else n * n)) * 8
+                   + 2 * n * p_max * 8 + (m * p_max * 8 if data_route else 0)
                    + 4 * n * n * 8 + 2 * n * m * 8 + 3 * chunk * act_bytes)
     product = 3 * forward_seconds                        # one J-product, per vector
     exact_seconds = (n * product                                         # dense J
-                     + sum(2.0 * d * n * n * pb for pb, d in group_sizes) / FLOPS   # pieces
-                     + 60 * (d_total * (n * n + m * m) + m**3 / 3) / FLOPS          # ~60 evaluations
-                     + (n**3 + m * n * n) / FLOPS)                                  # covariance + samples
+                     + sum(2.0 * d * piece_side**2 * pb for pb, d in group_sizes) / FLOPS   # pieces
+                     + (2.0 * n * m * p + 2.0 * n * n * p if data_route else 0.0) / FLOPS  # A J, K once
+                     + 60 * (d_total * m * m + m**3 / 3) / FLOPS          # ~60 evaluations
+                     + (n**3 + m * n * n) / FLOPS)                        # covariance + samples
     batch = max(config.sample_batch_size, config.em_samples + 1, rank)
     scal_bytes = (3 * chunk * act_bytes + 6 * batch * (n + p + m) * 8 + 3 * m * rank * 8)
     matvec = 2 * product + 2 * n * 8 / FLOPS            # J and Jᵀ per vector

@@ -273,7 +273,8 @@ def test_presets_table_in_docs_states_their_sizes():
 
 # (preset, table rows starting with, heading of its docs/results.md section)
 FULL_PRESETS = [("denoise", "| denoise28-", "`denoise`: the full preset"),
-                ("mri-spokes", "| mri28-", "`mri-spokes`: the full preset")]
+                ("mri-spokes", "| mri28-", "`mri-spokes`: the full preset"),
+                ("lindip-protocol", "| ct28-", "`lindip-protocol`: the full preset")]
 
 
 @pytest.mark.parametrize("name, row_prefix, heading", FULL_PRESETS)

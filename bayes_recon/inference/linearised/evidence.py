@@ -56,9 +56,9 @@ def direct_image_kernel(jac: NetworkJacobian, prior: MaternFilterPrior, log_leng
     """``J Σ_θ Jᵀ`` computed directly from the dense Jacobian, float64 ``(N, N)``."""
     k = None
     for gi, g in enumerate(prior.groups):  # one group at a time: a float64 copy of all J is large
-        jb = jac.block(g, torch.float64).reshape(jac.num_pixels, -1)
+        jb = jac.block(g, torch.float64)                   # (N, F, k²)
         cov = prior.filter_covariance(gi, log_lengthscale, log_variance).to(jb)
-        term = (jb.reshape(jac.num_pixels, g.num_filters, -1) @ cov).reshape(jac.num_pixels, -1) @ jb.T
+        term = (jb @ cov).reshape(jac.num_pixels, -1) @ jb.reshape(jac.num_pixels, -1).T
         k = term if k is None else k + term
     return 0.5 * (k + k.T)
 
@@ -101,7 +101,7 @@ class ExactKernel:
         if jac.matrix is None:
             raise ValueError("ExactKernel needs a dense Jacobian (NetworkJacobian(dense=True))")
         check_choice("route", route, ("auto", "data", "image"))
-        self.jac, self.prior, self.op = jac, prior, op
+        self.jac, self.prior = jac, prior
         n = jac.num_pixels
         if route == "auto":
             route = "data" if op.range_size < n else "image"

@@ -269,7 +269,8 @@ def gradient_rows(problem, x, op, prior, reps=2):
     z = z0 + 0.1 * torch.randn(z0.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     paths = {"dense": ("dense", None), "plain SLQ": ("slq", SLQConfig()),
              "preconditioned": ("slq", SLQConfig(preconditioner=ref)),
-             "preconditioned NUTS": ("slq", replace(NUTS_SLQ, preconditioner=ref))}
+             "preconditioned NUTS": ("slq", replace(NUTS_SLQ, preconditioner=ref, solve_dtype="float64")),
+             "preconditioned NUTS float32": ("slq", replace(NUTS_SLQ, preconditioner=ref, solve_dtype="float32"))}
     out = {"problem": problem, "reference_s": ref_s}
     for name, (method, slq) in paths.items():
         best = math.inf
@@ -285,7 +286,7 @@ def gradient_rows(problem, x, op, prior, reps=2):
             best = min(best, dt)
         out[f"{name}_s"] = best
         out[f"{name}_value"] = value
-    for name in ("plain SLQ", "preconditioned", "preconditioned NUTS"):
+    for name in ("plain SLQ", "preconditioned", "preconditioned NUTS", "preconditioned NUTS float32"):
         out[f"{name}_error"] = out[f"{name}_value"] - out["dense_value"]
     print(f"  {problem} gradients: {out}", file=sys.stderr)
     return out
@@ -347,15 +348,19 @@ def sampler64_rows(problem, x, op, prior, draws, methods, nuts_config, nuts_draw
 def print_table64(grads, samplers):
     print("\n### 64² with patches64-supn: seconds per value + gradient (z = z₀ + 0.1ε)\n")
     print("| problem | dense (s) | plain SLQ (s) | preconditioned (s) | dense / preconditioned "
-          "| preconditioned, NUTS's 4 + 64 probes (s) | dense / that | reference (s) "
-          "| plain SLQ error (nats) | preconditioned error (nats) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| preconditioned, NUTS's 4 + 64 probes (s) | dense / that | same, float32 solves (s) "
+          "| float64 / float32 | reference (s) | plain SLQ error (nats) | preconditioned error (nats) "
+          "| NUTS's, float32 − float64 (nats) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in grads:
-        nuts_s = r.get("preconditioned NUTS_s")
+        nuts_s, f32_s = r.get("preconditioned NUTS_s"), r.get("preconditioned NUTS float32_s")
+        f32_diff = (None if f32_s is None else
+                    r["preconditioned NUTS float32_value"] - r["preconditioned NUTS_value"])
         print(f"| {r['problem']} | {r['dense_s']:.2f} | {r['plain SLQ_s']:.2f} | {r['preconditioned_s']:.2f} "
               f"| {r['dense_s'] / r['preconditioned_s']:.1f} | {_fmt(nuts_s)} "
-              f"| {_fmt(None if nuts_s is None else r['dense_s'] / nuts_s, '.1f')} | {r['reference_s']:.1f} "
-              f"| {r['plain SLQ_error']:+.1f} | {r['preconditioned_error']:+.3f} |")
+              f"| {_fmt(None if nuts_s is None else r['dense_s'] / nuts_s, '.1f')} | {_fmt(f32_s)} "
+              f"| {_fmt(None if f32_s is None else nuts_s / f32_s)} | {r['reference_s']:.1f} "
+              f"| {r['plain SLQ_error']:+.1f} | {r['preconditioned_error']:+.3f} | {_fmt(f32_diff, '+.4f')} |")
     print("\n### 64² samplers (library defaults: preconditioned surrogate + exact check; 2 chains)\n")
     print("| problem | method | draws/chain | s | k̂ | importance ESS | surrogate error sd (nats) | min ESS "
           "| mean ESS | min ESS/s | max R-hat | coverage 90 % | PSNR of mean |")
@@ -432,6 +437,8 @@ def main(argv=None) -> None:
     ap.add_argument("--nuts-warmup", type=int, default=None, help="--preconditioned64: NUTS warm-up")
     ap.add_argument("--nuts-quadratic-probes", type=int, default=None,
                     help="--preconditioned64: SLQConfig.quadratic_probes of NUTS (default: the library's)")
+    ap.add_argument("--nuts-solve-dtype", choices=("float64", "float32"), default=None,
+                    help="--preconditioned64: SLQConfig.solve_dtype of NUTS (default: the library's)")
     ap.add_argument("--nuts-problems", nargs="*", default=None,
                     help="--preconditioned64: substrings of the problems NUTS runs on (default all)")
     ap.add_argument("--parallel-chains", action="store_true", help="--preconditioned64: NUTS chains at once")
@@ -451,7 +458,8 @@ def main(argv=None) -> None:
             if methods and args.nuts_problems and not any(p in problem for p in args.nuts_problems):
                 methods = [mth for mth in methods if mth != "nuts"]
             probes = {k: v for k, v in (("num_probes", args.nuts_probes),
-                                        ("quadratic_probes", args.nuts_quadratic_probes)) if v is not None}
+                                        ("quadratic_probes", args.nuts_quadratic_probes),
+                                        ("solve_dtype", args.nuts_solve_dtype)) if v is not None}
             nuts_cfg = SamplingConfig(slq=replace(NUTS_SLQ, **probes),
                                       warmup=args.nuts_warmup,
                                       parallel_chains=args.parallel_chains)

@@ -169,7 +169,8 @@ def test_preconditioned_noise_precision_gradient_matches_dense(quadratic_probes)
 def test_float32_solves_move_the_estimate_far_less_than_its_own_error():
     """``solve_dtype="float32"``: at z = z₀ + 0.3ε (32² CT, 30 angles; NUTS's 4 + 64 probes), over 4
     probe seeds the log-determinant moves by less than a tenth of the estimator's own reported
-    standard deviation, the solve ``bᵀP⁻¹b`` by less than 1e-5 relative, and the gradient in ``z``
+    standard deviation, the solve ``bᵀP⁻¹b`` by less than 1e-8 relative (its variational form; the
+    plain ``bᵀv`` moves by ~1e-7, float32's rounding), and the gradient in ``z``
     by less than 1e-3 relative, against the same probes with float64 solves."""
     prior, op, y, sigma = natural_problem(32, 30)
     z0 = initial_latent(y, op, prior).to(F64)
@@ -187,7 +188,7 @@ def test_float32_solves_move_the_estimate_far_less_than_its_own_error():
             sd = float(est["float64"].variance[0].sqrt())
             assert float(est["float32"].log_det[0]) != float(est["float64"].log_det[0])  # the float32 path ran
             assert abs(float(est["float32"].log_det[0] - est["float64"].log_det[0])) < 0.1 * sd
-            assert float(est["float32"].inv_quad[0]) == pytest.approx(float(est["float64"].inv_quad[0]), rel=1e-5)
+            assert float(est["float32"].inv_quad[0]) == pytest.approx(float(est["float64"].inv_quad[0]), rel=1e-8)
     assert ref.chol_float32.dtype == torch.float32 and ref.factor_in("float64") is ref.chol
     grads = {}
     for d in ("float64", "float32"):

@@ -304,17 +304,17 @@ def mixing_diagnostics(post, max_tree_depth: int) -> dict:
             "chain_mean_gap_sd": float(gap.max())}
 
 
-def sampler64_rows(problem, x, op, prior, draws, methods, nuts_config, nuts_draws, seed=0):
+def sampler64_rows(problem, x, op, prior, draws, methods, nuts_config, nuts_draws, seed=0, laplace_config=None):
     """At 64²: ``evidence="auto"`` → preconditioned surrogate, exact check per draw.
 
-    The Laplace methods with library defaults; NUTS with ``nuts_config``.
+    The Laplace methods with ``laplace_config`` (None: library defaults); NUTS with ``nuts_config``.
     """
     import warnings
 
     m = simulate(op, x, 0.05, seed=seed)
     rows = []
     for method in methods:
-        cfg = nuts_config if method == "nuts" else None
+        cfg = nuts_config if method == "nuts" else laplace_config
         n = nuts_draws if method == "nuts" else draws
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -439,6 +439,8 @@ def main(argv=None) -> None:
                     help="--preconditioned64: SLQConfig.quadratic_probes of NUTS (default: the library's)")
     ap.add_argument("--nuts-solve-dtype", choices=("float64", "float32"), default=None,
                     help="--preconditioned64: SLQConfig.solve_dtype of NUTS (default: the library's)")
+    ap.add_argument("--laplace-solve-dtype", choices=("float64", "float32"), default=None,
+                    help="--preconditioned64: SLQConfig.solve_dtype of the Laplace (default: the library's)")
     ap.add_argument("--nuts-problems", nargs="*", default=None,
                     help="--preconditioned64: substrings of the problems NUTS runs on (default all)")
     ap.add_argument("--parallel-chains", action="store_true", help="--preconditioned64: NUTS chains at once")
@@ -463,8 +465,10 @@ def main(argv=None) -> None:
             nuts_cfg = SamplingConfig(slq=replace(NUTS_SLQ, **probes),
                                       warmup=args.nuts_warmup,
                                       parallel_chains=args.parallel_chains)
+            laplace_cfg = (None if args.laplace_solve_dtype is None else
+                           SamplingConfig(slq=SLQConfig(solve_dtype=args.laplace_solve_dtype)))
             out["samplers"] += sampler64_rows(problem, x, op, prior, args.draws, methods, nuts_cfg,
-                                              args.nuts_draws, seed=args.seed)
+                                              args.nuts_draws, seed=args.seed, laplace_config=laplace_cfg)
             if args.json:
                 args.json.write_text(json.dumps(out, indent=2))
         print_table64(out["gradients"], out["samplers"])

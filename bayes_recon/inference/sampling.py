@@ -61,13 +61,9 @@ SAMPLING_EVIDENCE = ("auto", "dense", "slq", "preconditioned")
 #: NUTS's default probes on the SLQ paths: on the preconditioned path at 64² (CT, 60 angles)
 #: 4 Lanczos probes plus 64 quadratic probes gave a 2–3× narrower log-determinant than 16
 #: Lanczos probes alone at about the same cost, and NUTS chains that agree (R-hat 1.01).
-#: The triangular solves with the reference factor in float32: a quarter off each gradient
-#: (64² CT, 0.64 → 0.48 s), the value unchanged to 1e-4 nats; the PSIS correction against the
-#: exact float64 density is unchanged.
+#: The Laplace's: 16 probes (its surrogate only steers the MAP and the Hessian). Both solve
+#: with the reference factor in float32 (64² CT: a quarter off a gradient, value within 1e-4 nats).
 NUTS_SLQ = SLQConfig(num_probes=4, quadratic_probes=64, solve_dtype="float32")
-
-#: The Laplace methods' probes: 16 Lanczos probes (the surrogate only steers the MAP and the
-#: Hessian; the exact check does the rest), float32 solves (64² CT: 160 s against 182 s).
 LAPLACE_SLQ = SLQConfig(solve_dtype="float32")
 
 #: Default NUTS warm-up with the Hessian mass matrix: dual averaging of the step size

@@ -113,9 +113,9 @@ class SLQConfig:
         first-order split alone. Ignored without a preconditioner.
     solve_dtype : {"float64", "float32"}
         With a ``preconditioner``: precision of the triangular solves with its
-        factor. Those solves are
-        memory-bound reads of the ``N × N`` factor and most of a gradient's time;
-        float32 takes about a third off a gradient at 64², and the value moves
+        factor. Those solves are memory-bound reads of the ``N × N`` factor
+        and most of a gradient's time; float32 takes a quarter to a third off
+        a gradient at 64², and the value moves
         by far less than the probes' own error (64² CT and MRI, 4 + 64 probes:
         log-determinant to 1e-5 nats, ``bᵀP⁻¹b`` to 1e-4 of ~10⁶, against a
         standard deviation of 0.03–0.7; gradient 1e-5 relative). Everything

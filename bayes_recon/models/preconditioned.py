@@ -397,7 +397,9 @@ class _PreconditionedTerms(torch.autograd.Function):
         v = back[:, k]  # P⁻¹b
         # bᵀP⁻¹b in the variational form 2bᵀv − vᵀPv (P in float64): its error is second order in
         # v's, so float32 solves (v to ~1e-7 relative) do not move it (64² MRI: 0.1–0.6 of ~10⁶ else).
-        inv_quad = 2.0 * (b * v).sum(-1) - (v * mat.precision(v[:, None])[:, 0]).sum(-1)
+        gram_v = _gram_matvec(ref.op, v[:, None])[:, 0]  # AᵀA v, kept for ∂/∂s
+        p_v = mat.stencil(v[:, None])[:, 0] + noise_precision[:, None] * gram_v  # P v
+        inv_quad = 2.0 * (b * v).sum(-1) - (v * p_v).sum(-1)
         a = back[:, k + 1:2 * k + 1]  # L̂⁻ᵀg
         d = c - a  # L̂⁻ᵀ(M⁻¹ − I)g
         if second_order:
@@ -406,7 +408,7 @@ class _PreconditionedTerms(torch.autograd.Function):
             d = d + back[:, 2 * k + 1:3 * k + 1]
             a = torch.cat([a, back[:, 3 * k + 1 + k2:]], 1)  # ..., L̂⁻ᵀh
             d = torch.cat([d, back[:, 3 * k + 1:3 * k + 1 + k2]], 1)  # ..., L̂⁻ᵀEh
-        ctx.save_for_backward(w, noise_precision, v, a, d, q_w, weights)
+        ctx.save_for_backward(w, noise_precision, v, gram_v, a, d, q_w, weights)
         ctx.ref, ctx.stencil = ref, mat.stencil
         record.update(variance=variance.detach(), control_variate=cv.detach(), iterations=int(steps.max()),
                       relative_residual=float(resid.max()), converged=converged)
@@ -417,7 +419,7 @@ class _PreconditionedTerms(torch.autograd.Function):
         if torch.is_grad_enabled():
             raise RuntimeError("the preconditioned collapsed likelihood's adjoint gradient is once "
                                "differentiable; for second derivatives use finite differences of it")
-        w, s, v, a, d, q_w, weights = ctx.saved_tensors
+        w, s, v, gram_v, a, d, q_w, weights = ctx.saved_tensors
         ref = ctx.ref
         idx = ref.index
         # tr((P⁻¹ − P̂⁻¹) dP) ≈ Σ_k weight_k d_kᵀ dP a_k: d = L̂⁻ᵀ(M⁻¹ − I)g, a = L̂⁻ᵀg, weight 1/K
@@ -435,7 +437,7 @@ class _PreconditionedTerms(torch.autograd.Function):
         grad_s = None
         if ctx.needs_input_grad[1]:  # σ fixed (NUTS, the Laplace): skip 2K + 1 products with AᵀA
             stoch_s = (d * _gram_matvec(ref.op, a)).sum(-1) @ weights
-            v_gram_v = (_gram_matvec(ref.op, v[:, None])[:, 0] * v).sum(-1)
+            v_gram_v = (gram_v * v).sum(-1)
             grad_s = g_logdet * (ref.trace_gram + stoch_s) - g_quad * v_gram_v
         return grad_w, grad_s, 2.0 * g_quad[:, None] * v, None, None, None, None, None, None, None
 
